@@ -1,0 +1,27 @@
+// Everything `walstream run` is told, after parsing and validation.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "redis_url.h"
+
+namespace walstream {
+
+struct Config {
+  std::string pg;  // libpq conninfo or URI; empty means libpq's PG* variables
+  RedisUrl redis;
+  std::string slot = "walstream";
+  std::string publication = "walstream";
+  std::vector<std::string> tables;  // publication's tables when walstream creates it; empty = all
+  std::string prefix = "walstream:";
+  std::optional<std::uint64_t> maxlen;
+  std::chrono::milliseconds status_interval{10'000};
+  std::chrono::milliseconds max_backoff{30'000};
+  std::chrono::milliseconds shutdown_timeout{30'000};
+};
+
+}  // namespace walstream

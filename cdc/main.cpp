@@ -1,0 +1,188 @@
+// walstream's command line: parse flags (and WALSTREAM_* variables), check the servers, run.
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <regex>
+
+#include "config.h"
+#include "errors.h"
+#include "log.h"
+#include "run_loop.h"
+#include "setup.h"
+#include "stream_writer.h"
+
+namespace {
+
+using walstream::Config;
+
+constexpr const char* kUsage =
+    "walstream — PostgreSQL logical replication to Redis Streams, exactly once.\n\n"
+    "Usage:\n"
+    "  walstream run [options]     stream committed row changes to Redis\n"
+    "  walstream --help            this text; `walstream run --help` lists the options\n"
+    "  walstream --version\n";
+
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A flag wins over its WALSTREAM_* variable, which wins over the default.
+std::string setting(const cxxopts::ParseResult& r, const std::string& flag, const std::string& fallback) {
+  if (r.count(flag)) return r[flag].as<std::string>();
+  std::string env = "WALSTREAM_";
+  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (const char* v = std::getenv(env.c_str()); v && *v) return v;
+  return fallback;
+}
+
+std::uint64_t parse_positive(const std::string& text, const char* what) {
+  std::size_t used = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || v == 0 || text.find('-') != std::string::npos) {
+    throw UsageError(fmt::format("{} must be a positive integer, not '{}'", what, text));
+  }
+  return v;
+}
+
+std::chrono::milliseconds parse_seconds(const std::string& text, const char* what) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !(v > 0) || v > 86400) {
+    throw UsageError(fmt::format("{} must be a number of seconds between 0 and 86400, not '{}'", what, text));
+  }
+  return std::chrono::milliseconds(static_cast<long>(v * 1000));
+}
+
+cxxopts::Options run_options() {
+  cxxopts::Options o("walstream run", "Stream every committed row change of a publication to Redis Streams.\n"
+                                      "Each option can also be set by its WALSTREAM_* variable (e.g. WALSTREAM_PG).\n");
+  o.add_options()
+      ("pg", "PostgreSQL connection: libpq URI or key=value conninfo; empty uses libpq's PG* variables "
+             "[WALSTREAM_PG]", cxxopts::value<std::string>())
+      ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
+       cxxopts::value<std::string>())
+      ("slot", "logical replication slot, created (pgoutput) when missing [WALSTREAM_SLOT] (default walstream)",
+       cxxopts::value<std::string>())
+      ("publication", "publication to stream, created when missing [WALSTREAM_PUBLICATION] (default walstream)",
+       cxxopts::value<std::string>())
+      ("tables", "comma-separated schema.table list for a publication walstream creates (default: all tables) "
+                 "[WALSTREAM_TABLES]", cxxopts::value<std::string>())
+      ("prefix", "stream key prefix: streams are <prefix><schema>.<table> [WALSTREAM_PREFIX] (default walstream:)",
+       cxxopts::value<std::string>())
+      ("maxlen", "trim each stream to about N entries (XADD MAXLEN ~ N) [WALSTREAM_MAXLEN] (default: no trimming)",
+       cxxopts::value<std::string>())
+      ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
+       cxxopts::value<std::string>())
+      ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
+       cxxopts::value<std::string>())
+      ("max-backoff", "longest pause between reconnection attempts, in seconds [WALSTREAM_MAX_BACKOFF] (default 30)",
+       cxxopts::value<std::string>())
+      ("log-level", "debug, info, warn or error [WALSTREAM_LOG_LEVEL] (default info)", cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  return o;
+}
+
+Config parse_run(int argc, char** argv) {
+  auto options = run_options();
+  cxxopts::ParseResult r;
+  try {
+    r = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (r.count("help")) {
+    std::cout << options.help();
+    std::exit(0);
+  }
+  if (!r.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", r.unmatched().front()));
+
+  Config c;
+  c.pg = setting(r, "pg", "");
+  try {
+    c.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--redis: {}", e.what()));
+  }
+  c.slot = setting(r, "slot", "walstream");
+  if (!std::regex_match(c.slot, std::regex("[a-z0-9_]{1,63}"))) {
+    throw UsageError(fmt::format("--slot '{}': a slot name is 1-63 lower-case letters, digits or underscores", c.slot));
+  }
+  c.publication = setting(r, "publication", "walstream");
+  if (c.publication.empty() || c.publication.size() > 63) throw UsageError("--publication must be 1-63 characters");
+  auto tables = setting(r, "tables", "");
+  for (std::size_t start = 0; start < tables.size();) {
+    auto end = tables.find(',', start);
+    if (end == std::string::npos) end = tables.size();
+    auto t = tables.substr(start, end - start);
+    if (t.empty() || std::count(t.begin(), t.end(), '.') > 1) throw UsageError(fmt::format("--tables: bad table name '{}'", t));
+    c.tables.push_back(t);
+    start = end + 1;
+  }
+  c.prefix = setting(r, "prefix", "walstream:");
+  if (auto m = setting(r, "maxlen", ""); !m.empty()) c.maxlen = parse_positive(m, "--maxlen");
+  c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
+  c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
+  c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");
+  try {
+    walstream::log::set_level(walstream::log::parse_level(setting(r, "log-level", "info")));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--log-level: {}", e.what()));
+  }
+  return c;
+}
+
+int cmd_run(int argc, char** argv) {
+  Config config = parse_run(argc, argv);
+  walstream::install_stop_handlers();
+  // Start-up problems are the operator's to fix: say so in one line and exit. Once running, the
+  // same failures are outages and the run loop retries them.
+  try {
+    walstream::prepare_source(config);
+    walstream::StreamWriter probe(walstream::StreamWriter::Options{config.redis, config.maxlen});
+  } catch (const std::exception& e) {
+    walstream::log::error("{}", e.what());
+    return 1;
+  }
+  return walstream::run(config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string cmd = argc > 1 ? argv[1] : "";
+    if (cmd == "run") return cmd_run(argc - 1, argv + 1);
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (cmd == "--version") {
+      std::cout << "walstream 0.1.0\n";
+      return 0;
+    }
+    if (cmd.empty()) {
+      std::cerr << kUsage;
+      return 2;
+    }
+    throw UsageError(fmt::format("unknown command '{}'", cmd));
+  } catch (const UsageError& e) {
+    std::cerr << "walstream: " << e.what() << " (see walstream --help)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    walstream::log::error("{}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,133 @@
+#include "pg_conn.h"
+
+#include <fmt/format.h>
+
+#include <vector>
+
+#include "errors.h"
+
+namespace walstream {
+namespace {
+
+std::string first_line(std::string s) {
+  // libpq prefixes "FATAL:  " / "ERROR:  " and may add a second line of detail: keep one clean line.
+  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
+  for (std::string_view p : {"FATAL:  ", "ERROR:  "}) {
+    if (s.rfind(p, 0) == 0) s.erase(0, p.size());
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string quote_ident(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+PgConnection PgConnection::open(const std::string& conninfo, bool replication) {
+  std::vector<const char*> keys;
+  std::vector<const char*> values;
+  if (!conninfo.empty()) {
+    keys.push_back("dbname");
+    values.push_back(conninfo.c_str());
+  }
+  // Later keywords override what the conninfo says: the output formats are not the user's choice.
+  keys.push_back("options");
+  values.push_back(kSessionOptions);
+  keys.push_back("fallback_application_name");
+  values.push_back("walstream");
+  if (replication) {
+    keys.push_back("replication");
+    values.push_back("database");
+  }
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  PGconn* raw = PQconnectdbParams(keys.data(), values.data(), 1);
+  if (!raw) throw PgError(true, "out of memory opening a PostgreSQL connection");
+  PgConnection c(raw);
+  if (PQstatus(raw) != CONNECTION_OK) {
+    std::string msg = first_line(PQerrorMessage(raw));
+    if (msg.find("replication role") != std::string::npos || msg.find("REPLICATION attribute") != std::string::npos) {
+      throw ConfigError(fmt::format("PostgreSQL role '{}' may not start replication: grant it with ALTER ROLE {} REPLICATION",
+                                    PQuser(raw), quote_ident(PQuser(raw))));
+    }
+    if (msg.find("password authentication failed") != std::string::npos ||
+        msg.find("does not exist") != std::string::npos || msg.find("no pg_hba.conf entry") != std::string::npos) {
+      throw ConfigError(fmt::format("PostgreSQL refused the connection: {}", msg));
+    }
+    throw PgError(true, fmt::format("cannot connect to PostgreSQL: {}", msg));
+  }
+  return c;
+}
+
+std::string PgConnection::describe() const {
+  auto* c = conn_.get();
+  return fmt::format("{}:{}/{}", PQhost(c), PQport(c), PQdb(c));
+}
+
+std::string PgConnection::error_message() const { return first_line(PQerrorMessage(conn_.get())); }
+
+PgResult PgConnection::exec(const std::string& sql, ExecStatusType expected) {
+  PgResult r(PQexec(conn_.get(), sql.c_str()));
+  if (!r || PQresultStatus(r.get()) != expected) {
+    bool lost = PQstatus(conn_.get()) != CONNECTION_OK;
+    std::string msg = r ? first_line(PQresultErrorMessage(r.get())) : error_message();
+    throw PgError(lost, msg.empty() ? error_message() : msg);
+  }
+  return r;
+}
+
+void PgConnection::start_copy_both(const std::string& start_replication) {
+  exec(start_replication, PGRES_COPY_BOTH);
+  if (PQsetnonblocking(conn_.get(), 1) != 0) throw PgError(true, "cannot make the replication connection non-blocking");
+}
+
+int PgConnection::read_copy(PgBuffer& out) {
+  char* buf = nullptr;
+  int n = PQgetCopyData(conn_.get(), &buf, 1);
+  if (n > 0) {
+    out.reset(buf);
+    return n;
+  }
+  if (n == 0) return 0;
+  if (n == -1) {
+    // The server ended COPY: collect its final result to say why.
+    PgResult r(PQgetResult(conn_.get()));
+    std::string why = r && PQresultStatus(r.get()) != PGRES_COMMAND_OK ? first_line(PQresultErrorMessage(r.get()))
+                                                                       : std::string("end of stream");
+    throw PgError(true, fmt::format("PostgreSQL ended replication: {}", why));
+  }
+  throw PgError(true, fmt::format("replication connection lost: {}", error_message()));
+}
+
+void PgConnection::consume_input() {
+  if (PQconsumeInput(conn_.get()) == 0) {
+    throw PgError(true, fmt::format("replication connection lost: {}", error_message()));
+  }
+}
+
+bool PgConnection::send_copy(std::string_view bytes) {
+  if (PQputCopyData(conn_.get(), bytes.data(), static_cast<int>(bytes.size())) != 1) {
+    throw PgError(true, fmt::format("cannot send to PostgreSQL: {}", error_message()));
+  }
+  return flush();
+}
+
+bool PgConnection::flush() {
+  int r = PQflush(conn_.get());
+  if (r < 0) throw PgError(true, fmt::format("cannot send to PostgreSQL: {}", error_message()));
+  return r == 0;
+}
+
+void PgConnection::end_copy() {
+  PQputCopyEnd(conn_.get(), nullptr);
+  flush();
+}
+
+}  // namespace walstream

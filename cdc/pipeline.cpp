@@ -1,0 +1,148 @@
+#include "pipeline.h"
+
+#include <fmt/format.h>
+
+#include "errors.h"
+#include "pg_time.h"
+
+namespace walstream {
+
+Pipeline::Pipeline(Catalog& catalog, StreamWriter& writer, std::string prefix, WaitUntil wait_until)
+    : catalog_(catalog), writer_(writer), prefix_(std::move(prefix)), wait_until_(std::move(wait_until)) {}
+
+void Pipeline::handle(const copy::XLogData& data) {
+  current_lsn_ = data.data_start;
+  auto message = pgoutput::decode(data.payload);
+  std::visit([this](const auto& m) { on(m); }, message);
+}
+
+void Pipeline::require_transaction(const char* what) const {
+  if (!in_txn_) throw PgError(false, fmt::format("protocol error: {} outside a transaction", what));
+}
+
+void Pipeline::on(const pgoutput::Begin& m) {
+  if (in_txn_) throw PgError(false, "protocol error: Begin inside a transaction");
+  in_txn_ = true;
+  // Begin's final_lsn is the commit record's LSN, so entries get their final IDs as they stream.
+  commit_lsn_ = m.final_lsn;
+  seq_ = 0;
+  txn_.xid = std::to_string(m.xid);
+  txn_.ts = format_pg_timestamp(m.commit_time);
+}
+
+void Pipeline::on(const pgoutput::Commit& m) {
+  require_transaction("Commit");
+  if (m.commit_lsn != commit_lsn_) {
+    throw PgError(false, fmt::format("protocol error: Commit at {} for a transaction begun at {}",
+                                     copy::format_lsn(m.commit_lsn), copy::format_lsn(commit_lsn_)));
+  }
+  in_txn_ = false;
+  writer_.mark_commit(m.end_lsn);
+}
+
+void Pipeline::on(const pgoutput::Relation& m) {
+  TableInfo table;
+  table.relid = m.relid;
+  table.schema = m.nspname.empty() ? "pg_catalog" : std::string(m.nspname);
+  table.name = std::string(m.relname);
+  table.replident = m.replident;
+  for (const auto& c : m.columns) {
+    ColumnInfo col;
+    col.name = std::string(c.name);
+    col.type_oid = c.type_oid;
+    col.type_mod = c.type_mod;
+    col.identity = c.key;
+    table.columns.push_back(std::move(col));
+  }
+  catalog_.describe(table);
+  const auto& stored = relations_.put(std::move(table));
+  auto& t = targets_[m.relid];
+  t.table = &stored;
+  t.stream = writer_.stream(prefix_ + stored.qualified);
+  t.registered = false;
+}
+
+void Pipeline::on(const pgoutput::Type& m) { catalog_.forget_type(m.oid); }
+
+Pipeline::Target& Pipeline::target(std::uint32_t relid) {
+  auto it = targets_.find(relid);
+  if (it == targets_.end() || !it->second.table) {
+    throw PgError(false, fmt::format("protocol error: change for relation {} before its Relation message", relid));
+  }
+  auto& t = it->second;
+  if (!writer_.hwm_known(t.stream)) {
+    writer_.request_hwm(t.stream);
+    wait_until_([&] { return writer_.hwm_known(t.stream); });
+  }
+  return t;
+}
+
+const std::vector<Cell>& Pipeline::cells(const pgoutput::Tuple& tuple, std::vector<Cell>& out) {
+  out.clear();
+  for (const auto& v : tuple) {
+    Cell c;
+    switch (v.kind) {
+      case pgoutput::ValueKind::Null:
+        c.state = Cell::State::Null;
+        break;
+      case pgoutput::ValueKind::Unchanged:
+        c.state = Cell::State::Unchanged;
+        break;
+      case pgoutput::ValueKind::Text:
+      case pgoutput::ValueKind::Binary:  // never requested; carried as its bytes if it ever comes
+        c.state = Cell::State::Text;
+        c.text = v.data;
+        break;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+void Pipeline::emit(Target& t, std::span<const Field> fields) {
+  ++changes_;
+  if (!t.registered) {
+    // The registry entry goes first in the same chunk: a subscriber never sees a version it cannot look up.
+    writer_.add_hset(prefix_ + "schema:" + t.table->qualified, t.table->version, t.table->registry_json);
+    t.registered = true;
+  }
+  writer_.add_entry(t.stream, StreamId{commit_lsn_, ++seq_}, fields);
+  if (writer_.chunk_full()) {
+    // Back-pressure: at most one chunk in flight and one being built, whatever the transaction's size.
+    wait_until_([this] { return !writer_.in_flight(); });
+    writer_.send_chunk();
+  }
+}
+
+void Pipeline::on(const pgoutput::Insert& m) {
+  require_transaction("Insert");
+  auto& t = target(m.relid);
+  lsn_text_ = copy::format_lsn(current_lsn_);
+  emit(t, builder_.insert(*t.table, txn_, lsn_text_, cells(m.new_tuple, new_cells_)));
+}
+
+void Pipeline::on(const pgoutput::Update& m) {
+  require_transaction("Update");
+  auto& t = target(m.relid);
+  lsn_text_ = copy::format_lsn(current_lsn_);
+  emit(t, builder_.update(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_),
+                          cells(m.new_tuple, new_cells_)));
+}
+
+void Pipeline::on(const pgoutput::Delete& m) {
+  require_transaction("Delete");
+  auto& t = target(m.relid);
+  lsn_text_ = copy::format_lsn(current_lsn_);
+  emit(t, builder_.remove(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_)));
+}
+
+void Pipeline::on(const pgoutput::Truncate& m) {
+  require_transaction("Truncate");
+  lsn_text_ = copy::format_lsn(current_lsn_);
+  for (auto relid : m.relids) {
+    auto& t = target(relid);
+    emit(t, builder_.truncate(*t.table, txn_, lsn_text_));
+  }
+}
+
+}  // namespace walstream

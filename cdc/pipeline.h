@@ -1,0 +1,75 @@
+// Decoded pgoutput messages -> records -> the stream writer. Owns the per-session relation cache and
+// the transaction's position counter; waits (through the run loop) only for what it must know.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "catalog.h"
+#include "copy_protocol.h"
+#include "pgoutput.h"
+#include "record.h"
+#include "relation_cache.h"
+#include "stream_writer.h"
+
+namespace walstream {
+
+class Pipeline {
+ public:
+  // wait_until(done) keeps the connections serviced (Redis replies, PostgreSQL status updates)
+  // until done() holds.
+  using WaitUntil = std::function<void(const std::function<bool()>&)>;
+
+  Pipeline(Catalog& catalog, StreamWriter& writer, std::string prefix, WaitUntil wait_until);
+
+  // One XLogData payload; data_start is the LSN of the change it carries.
+  void handle(const copy::XLogData& data);
+
+  bool in_transaction() const { return in_txn_; }
+  std::uint64_t changes() const { return changes_; }
+
+ private:
+  struct Target {
+    const TableInfo* table = nullptr;
+    StreamWriter::Handle stream = 0;
+    bool registered = false;  // the schema version's registry entry is queued in this session
+  };
+
+  void on(const pgoutput::Begin& m);
+  void on(const pgoutput::Commit& m);
+  void on(const pgoutput::Relation& m);
+  void on(const pgoutput::Type& m);
+  void on(const pgoutput::Insert& m);
+  void on(const pgoutput::Update& m);
+  void on(const pgoutput::Delete& m);
+  void on(const pgoutput::Truncate& m);
+  void on(const pgoutput::Origin&) {}
+  void on(const pgoutput::Message&) {}
+
+  Target& target(std::uint32_t relid);
+  const std::vector<Cell>& cells(const pgoutput::Tuple& tuple, std::vector<Cell>& out);
+  void emit(Target& t, std::span<const Field> fields);
+  void require_transaction(const char* what) const;
+
+  Catalog& catalog_;
+  StreamWriter& writer_;
+  std::string prefix_;
+  WaitUntil wait_until_;
+  RelationCache relations_;
+  std::unordered_map<std::uint32_t, Target> targets_;
+  RecordBuilder builder_;
+  std::vector<Cell> old_cells_, new_cells_;
+
+  bool in_txn_ = false;
+  std::uint64_t commit_lsn_ = 0;
+  std::uint64_t seq_ = 0;
+  TxnContext txn_;
+  std::string lsn_text_;
+  std::uint64_t current_lsn_ = 0;
+  std::uint64_t changes_ = 0;
+};
+
+}  // namespace walstream

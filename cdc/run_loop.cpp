@@ -1,0 +1,260 @@
+#include "run_loop.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "byte_reader.h"
+#include "catalog.h"
+#include "copy_protocol.h"
+#include "errors.h"
+#include "log.h"
+#include "pg_conn.h"
+#include "pg_time.h"
+#include "pipeline.h"
+#include "stream_writer.h"
+
+namespace walstream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_stop{false};
+int g_wake_pipe[2] = {-1, -1};
+
+void on_signal(int) {
+  g_stop = true;
+  if (g_wake_pipe[1] >= 0) {
+    char c = 1;
+    [[maybe_unused]] auto n = write(g_wake_pipe[1], &c, 1);
+  }
+}
+
+std::int64_t now_pg_micros() {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch());
+  return unix_to_pg_micros(us.count());
+}
+
+// One connection pair and its replication stream. Any error ends the session; the slot's
+// confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
+class Session {
+ public:
+  explicit Session(const Config& config)
+      : config_(config),
+        writer_(StreamWriter::Options{config.redis, config.maxlen}),
+        catalog_(config.pg),
+        repl_(PgConnection::open(config.pg, true)),
+        pipeline_(catalog_, writer_, config.prefix, [this](const std::function<bool()>& done) { wait_until(done); }) {}
+
+  // Returns when stopped; throws on any failure.
+  void run() {
+    auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}')",
+                             quote_ident(config_.slot), quote_ident(config_.publication));
+    repl_.start_copy_both(start);
+    log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
+    next_status_ = Clock::now();
+    std::size_t since_io = 0;
+    while (!g_stop) {
+      PgBuffer buf;
+      int n = repl_.read_copy(buf);
+      if (n > 0) {
+        handle(std::string_view(buf.get(), static_cast<std::size_t>(n)));
+        // While a backlog streams in, look at Redis now and then so the next chunk goes out as soon
+        // as the previous one is stored, overlapping Redis's work with decoding.
+        if (++since_io >= 64) {
+          since_io = 0;
+          service_redis(true, true);
+          maybe_send_chunk();
+          maybe_send_status(false);
+        }
+        continue;
+      }
+      maybe_send_chunk();
+      maybe_send_status(false);
+      poll_once(true);
+    }
+    shutdown();
+  }
+
+  std::uint64_t flushed() const { return flushed_; }
+
+ private:
+  void handle(std::string_view bytes) {
+    auto message = copy::parse_server_message(bytes);
+    if (auto* data = std::get_if<copy::XLogData>(&message)) {
+      if (data->wal_end > received_) received_ = data->wal_end;
+      try {
+        pipeline_.handle(*data);
+      } catch (const DecodeError& e) {
+        throw PgError(false, fmt::format("cannot decode the pgoutput message at {}: {}", copy::format_lsn(data->data_start),
+                                         e.what()));
+      }
+      return;
+    }
+    const auto& ka = std::get<copy::Keepalive>(message);
+    if (ka.wal_end > received_) received_ = ka.wal_end;
+    // Nothing received is waiting for Redis: everything the server sent up to its WAL end is either
+    // stored or not ours, so the slot may advance even when the published tables are idle.
+    if (!pipeline_.in_transaction() && !writer_.in_flight() && writer_.chunk_empty()) {
+      idle_lsn_ = std::max(idle_lsn_, ka.wal_end);
+    }
+    if (ka.reply_requested) maybe_send_status(true);
+  }
+
+  void maybe_send_chunk() {
+    if (!writer_.in_flight() && !writer_.chunk_empty()) writer_.send_chunk();
+  }
+
+  std::uint64_t flush_position() const { return std::max({flushed_, writer_.acked_lsn(), idle_lsn_}); }
+
+  void maybe_send_status(bool force) {
+    auto now = Clock::now();
+    std::uint64_t flush = flush_position();
+    // Status goes out on the interval, on request, and (at most every 100 ms) when the flush moved,
+    // so that PostgreSQL can recycle WAL promptly.
+    bool moved = flush > flushed_ && now - last_status_ >= std::chrono::milliseconds(100);
+    if (!force && !moved && now < next_status_) return;
+    flushed_ = flush;
+    copy::StatusUpdate s;
+    s.written = std::max(received_, flush);
+    s.flushed = flush;
+    s.applied = flush;
+    s.send_time = now_pg_micros();
+    repl_.send_copy(copy::encode_status_update(s));
+    last_status_ = now;
+    next_status_ = now + config_.status_interval;
+  }
+
+  void service_redis(bool readable, bool writable) { writer_.on_io(readable, writable); }
+
+  // One wait on both sockets (and the stop pipe), bounded by the next status deadline.
+  void poll_once(bool read_pg) {
+    pollfd fds[3];
+    int n = 0;
+    fds[n++] = {repl_.socket(), static_cast<short>((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)), 0};
+    fds[n++] = {writer_.fd(),
+                static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
+    fds[n++] = {g_wake_pipe[0], POLLIN, 0};
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count();
+    int timeout = static_cast<int>(std::clamp<long>(wait, 0, 1000));
+    int r = ::poll(fds, n, timeout);
+    if (r < 0) {
+      if (errno == EINTR) return;
+      throw PgError(true, "poll failed");
+    }
+    if (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) repl_.consume_input();
+    if (fds[1].revents) {
+      bool hup = fds[1].revents & (POLLERR | POLLHUP);
+      service_redis((fds[1].revents & POLLIN) || hup, (fds[1].revents & POLLOUT) || hup);
+    }
+    if (fds[2].revents & POLLIN) {
+      char drain[16];
+      [[maybe_unused]] auto ignored = read(g_wake_pipe[0], drain, sizeof drain);
+    }
+    maybe_send_status(false);
+  }
+
+  // Waits for Redis without reading more from PostgreSQL, while status updates keep the walsender
+  // (and wal_sender_timeout) satisfied however slow Redis is.
+  void wait_until(const std::function<bool()>& done) {
+    while (!done()) {
+      if (g_stop && Clock::now() > stop_deadline()) {
+        throw PgError(true, "stopping: Redis did not acknowledge in time");
+      }
+      poll_once(false);
+    }
+  }
+
+  Clock::time_point stop_deadline() {
+    if (!stop_seen_) {
+      stop_seen_ = true;
+      stop_at_ = Clock::now() + config_.shutdown_timeout;
+    }
+    return stop_at_;
+  }
+
+  void shutdown() {
+    log::info("stopping: storing what was received");
+    maybe_send_chunk();
+    wait_until([this] { return !writer_.in_flight(); });
+    maybe_send_chunk();
+    wait_until([this] { return !writer_.in_flight(); });
+    maybe_send_status(true);
+    while (!repl_.flush()) poll_once(false);
+    repl_.end_copy();
+    log::info("stopped; confirmed flush position {}", copy::format_lsn(flushed_));
+  }
+
+  const Config& config_;
+  StreamWriter writer_;
+  Catalog catalog_;
+  PgConnection repl_;
+  Pipeline pipeline_;
+  std::uint64_t received_ = 0;
+  std::uint64_t flushed_ = 0;
+  std::uint64_t idle_lsn_ = 0;
+  Clock::time_point next_status_{};
+  Clock::time_point last_status_{};
+  bool stop_seen_ = false;
+  Clock::time_point stop_at_{};
+};
+
+void sleep_interruptibly(std::chrono::milliseconds d) {
+  auto until = Clock::now() + d;
+  while (!g_stop && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  if (g_wake_pipe[0] < 0 && pipe2(g_wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    g_wake_pipe[0] = g_wake_pipe[1] = -1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocking call returns EINTR and the loop sees the flag
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+bool stop_requested() { return g_stop; }
+
+int run(const Config& config) {
+  auto backoff = std::chrono::milliseconds(100);
+  while (!g_stop) {
+    auto started = Clock::now();
+    try {
+      Session session(config);
+      session.run();
+      return 0;
+    } catch (const RedisError& e) {
+      if (!e.transient()) {
+        log::error("{}", e.what());
+        return 1;
+      }
+      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+    } catch (const PgError& e) {
+      if (!e.transient()) {
+        log::error("{}", e.what());
+        return 1;
+      }
+      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+    } catch (const ConfigError& e) {
+      log::error("{}", e.what());
+      return 1;
+    }
+    // A session that ran for a while was healthy: start the next backoff from the bottom.
+    if (Clock::now() - started > std::chrono::seconds(30)) backoff = std::chrono::milliseconds(100);
+    sleep_interruptibly(backoff);
+    backoff = std::min(backoff * 2, config.max_backoff);
+  }
+  return 0;
+}
+
+}  // namespace walstream

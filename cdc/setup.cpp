@@ -1,0 +1,137 @@
+#include "setup.h"
+
+#include <fmt/format.h>
+
+#include <pqxx/pqxx>
+
+#include "errors.h"
+#include "log.h"
+#include "pg_conn.h"
+
+namespace walstream {
+namespace {
+
+std::string qualified_name(const std::string& table) {
+  auto dot = table.find('.');
+  if (dot == std::string::npos) return quote_ident(table);
+  return quote_ident(table.substr(0, dot)) + "." + quote_ident(table.substr(dot + 1));
+}
+
+void check_server(pqxx::nontransaction& tx) {
+  auto wal_level = tx.exec1("SHOW wal_level")[0].as<std::string>();
+  if (wal_level != "logical") {
+    throw ConfigError(fmt::format("wal_level is '{}' but walstream needs 'logical': run ALTER SYSTEM SET wal_level = "
+                                  "logical and restart PostgreSQL",
+                                  wal_level));
+  }
+  auto role = tx.exec1("SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user");
+  if (!role[1].as<bool>()) {
+    auto user = role[0].as<std::string>();
+    throw ConfigError(fmt::format("PostgreSQL role '{}' may not start replication: grant it with ALTER ROLE {} REPLICATION",
+                                  user, quote_ident(user)));
+  }
+}
+
+void ensure_publication(pqxx::nontransaction& tx, const Config& config) {
+  auto found = tx.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", config.publication);
+  if (!found.empty()) {
+    if (!config.tables.empty()) {
+      log::warn("publication '{}' exists: using it as it is and ignoring --tables", config.publication);
+    }
+    return;
+  }
+  std::string sql = "CREATE PUBLICATION " + quote_ident(config.publication);
+  if (config.tables.empty()) {
+    sql += " FOR ALL TABLES";
+  } else {
+    sql += " FOR TABLE ";
+    for (std::size_t i = 0; i < config.tables.size(); ++i) {
+      if (i) sql += ", ";
+      sql += qualified_name(config.tables[i]);
+    }
+  }
+  try {
+    tx.exec0(sql);
+  } catch (const pqxx::sql_error& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    if (msg.rfind("ERROR:  ", 0) == 0) msg.erase(0, 8);
+    throw ConfigError(fmt::format("publication '{}' does not exist and walstream cannot create it: {}",
+                                  config.publication, msg));
+  }
+  log::info("created publication '{}' {}", config.publication,
+            config.tables.empty() ? std::string("FOR ALL TABLES") : fmt::format("for {} table(s)", config.tables.size()));
+}
+
+// PostgreSQL rejects UPDATE and DELETE on a published table with no replica identity, so nothing is
+// lost, but the application breaks: say how to fix it before that happens.
+void warn_missing_identity(pqxx::nontransaction& tx, const Config& config) {
+  auto rows = tx.exec_params(
+      "SELECT pt.schemaname, pt.tablename FROM pg_publication_tables pt "
+      "JOIN pg_publication p ON p.pubname = pt.pubname "
+      "JOIN pg_class c ON c.oid = (quote_ident(pt.schemaname) || '.' || quote_ident(pt.tablename))::regclass "
+      "WHERE pt.pubname = $1 AND (p.pubupdate OR p.pubdelete) AND (c.relreplident = 'n' OR "
+      "  (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))",
+      config.publication);
+  for (const auto& row : rows) {
+    auto table = qualified_name(row[0].as<std::string>() + "." + row[1].as<std::string>());
+    log::warn("table {} has no primary key or replica identity: PostgreSQL will reject its UPDATEs and DELETEs; fix "
+              "with ALTER TABLE {} REPLICA IDENTITY FULL (or USING INDEX <unique index>)",
+              table, table);
+  }
+  if (rows.empty()) {
+    auto count = tx.exec_params1("SELECT count(*) FROM pg_publication_tables WHERE pubname = $1", config.publication);
+    if (count[0].as<long>() == 0) log::warn("publication '{}' has no tables yet", config.publication);
+  }
+}
+
+void ensure_slot(pqxx::nontransaction& tx, const Config& config) {
+  auto slot = tx.exec_params(
+      "SELECT plugin, database = current_database(), slot_type FROM pg_replication_slots WHERE slot_name = $1",
+      config.slot);
+  if (!slot.empty()) {
+    const auto& row = slot[0];
+    if (row[2].as<std::string>() != "logical" || row[0].is_null() || row[0].as<std::string>() != "pgoutput") {
+      throw ConfigError(fmt::format("replication slot '{}' exists but is not a logical pgoutput slot; choose another "
+                                    "--slot or drop it with SELECT pg_drop_replication_slot('{}')",
+                                    config.slot, config.slot));
+    }
+    if (!row[1].as<bool>()) {
+      throw ConfigError(fmt::format("replication slot '{}' belongs to another database; choose another --slot",
+                                    config.slot));
+    }
+    return;
+  }
+  auto repl = PgConnection::open(config.pg, true);
+  repl.exec(fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')", quote_ident(config.slot)),
+            PGRES_TUPLES_OK);
+  log::info("created replication slot '{}' (pgoutput)", config.slot);
+}
+
+}  // namespace
+
+void prepare_source(const Config& config) {
+  std::unique_ptr<pqxx::connection> conn;
+  try {
+    conn = std::make_unique<pqxx::connection>(config.pg);
+  } catch (const pqxx::broken_connection& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    throw PgError(true, fmt::format("cannot connect to PostgreSQL: {}", msg));
+  }
+  try {
+    pqxx::nontransaction tx(*conn);
+    check_server(tx);
+    ensure_publication(tx, config);
+    warn_missing_identity(tx, config);
+    ensure_slot(tx, config);
+  } catch (const pqxx::broken_connection& e) {
+    throw PgError(true, fmt::format("lost the PostgreSQL connection during setup: {}", e.what()));
+  } catch (const pqxx::sql_error& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    throw PgError(false, fmt::format("setup query failed: {}", msg));
+  }
+}
+
+}  // namespace walstream

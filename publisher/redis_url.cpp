@@ -1,0 +1,87 @@
+#include "redis_url.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <stdexcept>
+
+namespace walstream {
+namespace {
+
+int parse_int(std::string_view s, int lo, int hi, const char* what) {
+  int v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) {
+    throw std::invalid_argument(fmt::format("invalid {} '{}' in Redis URL", what, s));
+  }
+  return v;
+}
+
+// Credentials may carry reserved characters percent-encoded (RFC 3986).
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    int v = 0;
+    auto [p, ec] = i + 3 <= s.size() ? std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16)
+                                     : std::from_chars_result{s.data(), std::errc::invalid_argument};
+    if (ec != std::errc() || p != s.data() + i + 3) throw std::invalid_argument("invalid percent-escape in Redis URL");
+    out.push_back(static_cast<char>(v));
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RedisUrl::display() const {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}/{}", host, port, db);
+  return fmt::format("{}:{}/{}", host, port, db);
+}
+
+RedisUrl parse_redis_url(std::string_view url) {
+  constexpr std::string_view scheme = "redis://";
+  if (url.substr(0, scheme.size()) != scheme) {
+    throw std::invalid_argument("Redis URL must start with redis:// (rediss:// is not supported: no TLS)");
+  }
+  RedisUrl out;
+  std::string_view rest = url.substr(scheme.size());
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view cred = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (auto colon = cred.find(':'); colon != std::string_view::npos) {
+      out.user = percent_decode(cred.substr(0, colon));
+      out.password = percent_decode(cred.substr(colon + 1));
+    } else {
+      out.password = percent_decode(cred);  // redis://secret@host: a password alone, as redis-cli reads it
+    }
+  }
+  std::string_view hostport = rest;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty()) out.db = parse_int(db, 0, 1 << 20, "database number");
+  }
+  if (!hostport.empty() && hostport.front() == '[') {
+    auto close = hostport.find(']');
+    if (close == std::string_view::npos) throw std::invalid_argument("unterminated [IPv6] host in Redis URL");
+    out.host = std::string(hostport.substr(1, close - 1));
+    hostport = hostport.substr(close + 1);
+    if (!hostport.empty()) {
+      if (hostport.front() != ':') throw std::invalid_argument("invalid host in Redis URL");
+      out.port = parse_int(hostport.substr(1), 1, 65535, "port");
+    }
+  } else if (auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    out.host = std::string(hostport.substr(0, colon));
+    out.port = parse_int(hostport.substr(colon + 1), 1, 65535, "port");
+  } else if (!hostport.empty()) {
+    out.host = std::string(hostport);
+  }
+  if (out.host.empty()) throw std::invalid_argument("missing host in Redis URL");
+  return out;
+}
+
+}  // namespace walstream

@@ -1,0 +1,354 @@
+#include "stream_writer.h"
+
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+
+#include <charconv>
+#include <fmt/format.h>
+
+namespace walstream {
+namespace {
+
+constexpr StreamWriter::Handle kNoStream = static_cast<StreamWriter::Handle>(-1);
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
+
+std::string_view reply_text(const redisReply* r) { return {r->str, r->len}; }
+
+// RESP framing, written straight into the chunk: no per-argument allocation.
+void resp_command(std::string& out, std::size_t argc) {
+  char buf[24];
+  auto end = std::to_chars(buf, buf + sizeof buf, argc).ptr;
+  out.push_back('*');
+  out.append(buf, end);
+  out.append("\r\n");
+}
+
+void resp_arg(std::string& out, std::string_view arg) {
+  char buf[24];
+  auto end = std::to_chars(buf, buf + sizeof buf, arg.size()).ptr;
+  out.push_back('$');
+  out.append(buf, end);
+  out.append("\r\n");
+  out.append(arg);
+  out.append("\r\n");
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+}  // namespace
+
+bool is_retryable_redis_error(std::string_view m) {
+  for (std::string_view p : {"OOM", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "BUSY", "MASTERDOWN",
+                             "TRYAGAIN", "NOREPLICAS", "CLUSTERDOWN", "MISCONF"}) {
+    if (starts_with(m, p)) return true;
+  }
+  return false;
+}
+
+std::optional<StreamId> parse_stream_id(std::string_view text) {
+  auto dash = text.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  StreamId id;
+  auto a = std::from_chars(text.data(), text.data() + dash, id.ms);
+  auto b = std::from_chars(text.data() + dash + 1, text.data() + text.size(), id.seq);
+  if (a.ec != std::errc() || a.ptr != text.data() + dash || b.ec != std::errc() || b.ptr != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return id;
+}
+
+StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_(nullptr, redisFree) {
+  if (options_.maxlen) maxlen_text_ = std::to_string(*options_.maxlen);
+  connect();
+}
+
+StreamWriter::~StreamWriter() = default;
+
+void StreamWriter::connect() {
+  const auto& url = options_.url;
+  auto ms = options_.connect_timeout.count();
+  timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  ctx_.reset(redisConnectWithTimeout(url.host.c_str(), url.port, tv));
+  if (!ctx_) throw RedisError(RedisError::Kind::Transient, "cannot allocate a Redis context");
+  if (ctx_->err) {
+    throw RedisError(RedisError::Kind::Transient,
+                     fmt::format("cannot connect to Redis at {}: {}", url.display(), ctx_->errstr));
+  }
+  redisSetTimeout(ctx_.get(), tv);
+
+  // The handshake is synchronous; afterwards the socket is non-blocking and driven by on_io().
+  auto command = [&](std::vector<std::string> args, const char* what) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    ReplyPtr r(static_cast<redisReply*>(
+        redisCommandArgv(ctx_.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
+    if (!r) {
+      throw RedisError(RedisError::Kind::Transient,
+                       fmt::format("Redis at {} did not answer {}: {}", url.display(), what, ctx_->errstr));
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      auto msg = std::string(reply_text(r.get()));
+      auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
+      throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", url.display(), what, msg));
+    }
+  };
+  if (!url.password.empty()) {
+    if (url.user.empty()) {
+      command({"AUTH", url.password}, "AUTH");
+    } else {
+      command({"AUTH", url.user, url.password}, "AUTH");
+    }
+  }
+  if (url.db != 0) command({"SELECT", std::to_string(url.db)}, "SELECT");
+  command({"PING"}, "PING");
+
+  int fd = ctx_->fd;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    throw RedisError(RedisError::Kind::Transient, "cannot make the Redis socket non-blocking");
+  }
+  // hiredis treats EAGAIN as "try later" only when the context is not marked blocking.
+  ctx_->flags &= ~REDIS_BLOCK;
+}
+
+int StreamWriter::fd() const { return ctx_->fd; }
+
+bool StreamWriter::wants_write() const { return sdslen(ctx_->obuf) > 0; }
+
+void StreamWriter::connection_lost(const char* doing) {
+  throw RedisError(RedisError::Kind::Transient,
+                   fmt::format("lost the Redis connection to {} while {}: {}", options_.url.display(), doing,
+                               ctx_->errstr[0] ? ctx_->errstr : "connection closed"));
+}
+
+void StreamWriter::on_io(bool readable, bool writable) {
+  if (writable && wants_write()) {
+    int done = 0;
+    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) connection_lost("writing");
+  }
+  if (readable) {
+    if (redisBufferRead(ctx_.get()) != REDIS_OK) connection_lost("reading");
+  }
+  for (;;) {
+    void* reply = nullptr;
+    if (redisGetReplyFromReader(ctx_.get(), &reply) != REDIS_OK) connection_lost("parsing a reply");
+    if (!reply) break;
+    handle_reply(reply);
+  }
+}
+
+StreamWriter::Handle StreamWriter::stream(std::string_view key) {
+  auto it = stream_index_.find(std::string(key));
+  if (it != stream_index_.end()) return it->second;
+  Handle h = streams_.size();
+  streams_.push_back(Stream{std::string(key), HwmState::Unknown, {}});
+  stream_index_.emplace(std::string(key), h);
+  return h;
+}
+
+void StreamWriter::append_raw(const std::string& resp) {
+  if (redisAppendFormattedCommand(ctx_.get(), resp.data(), resp.size()) != REDIS_OK) {
+    connection_lost("queueing commands");
+  }
+}
+
+void StreamWriter::request_hwm(Handle h) {
+  auto& s = streams_[h];
+  if (s.state != HwmState::Unknown) return;
+  // XINFO's last-generated-id is what XADD compares new IDs with, even after the top entry was deleted.
+  std::string resp;
+  resp_command(resp, 3);
+  resp_arg(resp, "XINFO");
+  resp_arg(resp, "STREAM");
+  resp_arg(resp, s.key);
+  append_raw(resp);
+  s.state = HwmState::Requested;
+  expected_.push_back({Expected::Hwm, h});
+}
+
+void StreamWriter::begin_command(std::size_t argc) { resp_command(building_.resp, argc); }
+
+void StreamWriter::append_arg(std::string_view arg) { resp_arg(building_.resp, arg); }
+
+bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
+  const auto& s = streams_[h];
+  if (id <= s.hwm) {
+    ++replays_skipped_;
+    return false;
+  }
+  if (building_.commands == 0) {
+    begin_command(1);
+    append_arg("MULTI");
+  }
+  begin_command(3 + (maxlen_text_.empty() ? 0 : 3) + 2 * fields.size());
+  append_arg("XADD");
+  append_arg(s.key);
+  if (!maxlen_text_.empty()) {
+    append_arg("MAXLEN");
+    append_arg("~");
+    append_arg(maxlen_text_);
+  }
+  char idbuf[48];
+  auto p = std::to_chars(idbuf, idbuf + 24, id.ms).ptr;
+  *p++ = '-';
+  p = std::to_chars(p, idbuf + sizeof idbuf, id.seq).ptr;
+  append_arg({idbuf, static_cast<std::size_t>(p - idbuf)});
+  for (const auto& [name, value] : fields) {
+    append_arg(name);
+    append_arg(value);
+  }
+  ++building_.commands;
+  building_.info.push_back({h, id});
+  return true;
+}
+
+void StreamWriter::add_hset(std::string_view key, std::string_view field, std::string_view value) {
+  if (building_.commands == 0) {
+    begin_command(1);
+    append_arg("MULTI");
+  }
+  begin_command(4);
+  append_arg("HSET");
+  append_arg(key);
+  append_arg(field);
+  append_arg(value);
+  ++building_.commands;
+  building_.info.push_back({kNoStream, {}});
+}
+
+void StreamWriter::mark_commit(std::uint64_t end_lsn) {
+  if (building_.commands > 0) {
+    building_.ack_lsn = end_lsn;
+  } else if (inflight_) {
+    // Everything of this transaction went out with the chunk in flight.
+    inflight_->ack_lsn = end_lsn;
+  } else if (end_lsn > acked_lsn_) {
+    acked_lsn_ = end_lsn;  // nothing to write (or all replays): acknowledged at once
+  }
+}
+
+bool StreamWriter::chunk_full() const {
+  return building_.commands >= options_.chunk_commands || building_.resp.size() >= options_.chunk_bytes;
+}
+
+void StreamWriter::send_chunk() {
+  if (inflight_ || building_.commands == 0) return;
+  begin_command(1);
+  append_arg("EXEC");
+  append_raw(building_.resp);
+  inflight_ = std::move(building_);
+  inflight_->resp.clear();
+  inflight_->resp.shrink_to_fit();
+  building_ = Chunk{};
+  building_.resp.reserve(options_.chunk_bytes + 4096);
+  expected_.push_back({Expected::Chunk, 0});
+}
+
+void StreamWriter::handle_reply(void* raw) {
+  ReplyPtr reply(static_cast<redisReply*>(raw));
+  if (expected_.empty()) {
+    throw RedisError(RedisError::Kind::Fatal, "Redis sent a reply to no command (protocol out of step)");
+  }
+  auto e = expected_.front();
+  if (e.kind == Expected::Hwm) {
+    expected_.pop_front();
+    handle_hwm_reply(e.stream, reply.get());
+  } else {
+    handle_chunk_reply(reply.get());
+  }
+}
+
+void StreamWriter::handle_hwm_reply(Handle h, const void* raw) {
+  auto* r = static_cast<const redisReply*>(raw);
+  auto& s = streams_[h];
+  if (r->type == REDIS_REPLY_ERROR) {
+    auto msg = reply_text(r);
+    if (msg.find("no such key") != std::string_view::npos) {
+      s.hwm = {};
+      s.state = HwmState::Known;
+      return;
+    }
+    auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
+    throw RedisError(kind, fmt::format("Redis refused XINFO STREAM {}: {}", s.key, msg));
+  }
+  if (r->type == REDIS_REPLY_ARRAY) {
+    for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+      auto* k = r->element[i];
+      auto* v = r->element[i + 1];
+      if (k->type == REDIS_REPLY_STRING && reply_text(k) == "last-generated-id" && v->type == REDIS_REPLY_STRING) {
+        if (auto id = parse_stream_id(reply_text(v))) {
+          s.hwm = *id;
+          s.state = HwmState::Known;
+          return;
+        }
+      }
+    }
+  }
+  throw RedisError(RedisError::Kind::Fatal, fmt::format("unexpected reply to XINFO STREAM {}", s.key));
+}
+
+void StreamWriter::handle_chunk_reply(const void* raw) {
+  auto* r = static_cast<const redisReply*>(raw);
+  auto& c = *inflight_;
+  std::size_t step = c.replies++;
+  if (step <= c.commands) {
+    // MULTI's +OK, then +QUEUED per command; a refusal here aborts the whole EXEC.
+    if (r->type == REDIS_REPLY_ERROR && c.first_error.empty()) {
+      c.first_error = std::string(reply_text(r));
+      if (step > 0 && c.info[step - 1].stream != kNoStream) {
+        const auto& cmd = c.info[step - 1];
+        c.first_error += fmt::format(" (XADD {} {})", streams_[cmd.stream].key, cmd.id.str());
+      }
+    }
+    return;
+  }
+  expected_.pop_front();
+  finish_chunk(raw);
+}
+
+void StreamWriter::finish_chunk(const void* raw) {
+  auto* r = static_cast<const redisReply*>(raw);
+  Chunk c = std::move(*inflight_);
+  inflight_.reset();
+  if (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_NIL) {
+    std::string msg = c.first_error.empty() ? std::string(r->type == REDIS_REPLY_NIL ? "EXEC aborted" : reply_text(r))
+                                            : c.first_error;
+    auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
+    throw RedisError(kind, fmt::format("Redis refused the write: {}", msg));
+  }
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != c.commands) {
+    throw RedisError(RedisError::Kind::Fatal, "unexpected reply to EXEC");
+  }
+  for (std::size_t i = 0; i < r->elements; ++i) {
+    const auto* e = r->element[i];
+    if (e->type != REDIS_REPLY_ERROR) continue;
+    const auto& cmd = c.info[i];
+    auto msg = reply_text(e);
+    if (cmd.stream == kNoStream) {
+      throw RedisError(RedisError::Kind::Fatal, fmt::format("Redis refused a schema registry write: {}", msg));
+    }
+    const auto& key = streams_[cmd.stream].key;
+    if (msg.find("equal or smaller") != std::string_view::npos) {
+      // Our IDs only grow and replays are filtered, so another writer has used this stream.
+      throw RedisError(RedisError::Kind::Fatal,
+                       fmt::format("stream {} already holds an entry at or above {}: another writer uses it; "
+                                   "walstream will not skip or reorder (delete the stream or use another --prefix)",
+                                   key, cmd.id.str()));
+    }
+    throw RedisError(RedisError::Kind::Fatal, fmt::format("Redis refused XADD {} {}: {}", key, cmd.id.str(), msg));
+  }
+  for (const auto& cmd : c.info) {
+    if (cmd.stream != kNoStream) ++entries_written_;
+  }
+  if (c.ack_lsn > acked_lsn_) acked_lsn_ = c.ack_lsn;
+}
+
+}  // namespace walstream

@@ -1,0 +1,72 @@
+#include "relation_cache.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace walstream {
+namespace {
+
+// FNV-1a 64: stable across runs and machines, so a replay writes the same version id again.
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+void finalize_table(TableInfo& table, const std::vector<std::string>& primary_key) {
+  table.qualified = table.schema + "." + table.name;
+  table.has_key = false;
+  for (auto& col : table.columns) {
+    if (!primary_key.empty()) {
+      col.key = std::find(primary_key.begin(), primary_key.end(), col.name) != primary_key.end();
+    } else {
+      // Without a primary key, an index replica identity still names the row; FULL does not.
+      col.key = table.replident == 'i' && col.identity;
+    }
+    table.has_key = table.has_key || col.key;
+  }
+
+  JsonBuffer buf;
+  JsonWriter w(buf);
+  w.StartObject();
+  w.Key("table");
+  w.String(table.qualified.data(), static_cast<rapidjson::SizeType>(table.qualified.size()));
+  w.Key("columns");
+  w.StartArray();
+  for (const auto& col : table.columns) {
+    w.StartObject();
+    w.Key("name");
+    w.String(col.name.data(), static_cast<rapidjson::SizeType>(col.name.size()));
+    w.Key("type");
+    w.String(col.type_name.data(), static_cast<rapidjson::SizeType>(col.type_name.size()));
+    w.Key("oid");
+    w.Uint(col.type_oid);
+    w.Key("key");
+    w.Bool(col.key);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  table.registry_json.assign(buf.GetString(), buf.GetSize());
+  table.version = fmt::format("{:016x}", fnv1a(table.registry_json));
+}
+
+const TableInfo& RelationCache::put(TableInfo table) {
+  auto relid = table.relid;
+  auto& slot = tables_[relid];
+  slot = std::make_unique<TableInfo>(std::move(table));
+  return *slot;
+}
+
+const TableInfo* RelationCache::find(std::uint32_t relid) const {
+  auto it = tables_.find(relid);
+  return it == tables_.end() ? nullptr : it->second.get();
+}
+
+}  // namespace walstream

@@ -1,0 +1,53 @@
+// What walstream knows about each published table: columns, their types, the record key, the
+// schema version and its registry JSON. Filled from Relation messages plus catalog facts; no I/O here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "type_codec.h"
+
+namespace walstream {
+
+struct ColumnInfo {
+  std::string name;
+  std::uint32_t type_oid = 0;
+  std::int32_t type_mod = -1;
+  std::string type_name;  // format_type() of the column's type, e.g. "numeric(10,2)", "text[]"
+  TypeInfo type;
+  bool identity = false;  // sent in the old tuple of a 'K' update/delete (Relation flag)
+  bool key = false;       // part of the record's `key`
+};
+
+struct TableInfo {
+  std::uint32_t relid = 0;
+  std::string schema;
+  std::string name;
+  std::string qualified;  // "public.users"
+  char replident = 'd';
+  std::vector<ColumnInfo> columns;
+  bool has_key = false;
+  std::string version;        // schema version id: a hash of registry_json
+  std::string registry_json;  // {"table":…,"columns":[…]}
+};
+
+// Chooses the record key (primary key columns, else the replica identity index's columns when
+// the identity is an index, else none) and computes the version id and registry JSON.
+// `primary_key` lists the primary key's column names from the catalog (empty when there is none).
+void finalize_table(TableInfo& table, const std::vector<std::string>& primary_key);
+
+class RelationCache {
+ public:
+  // Replaces any earlier definition: a new Relation message means the table may have changed.
+  const TableInfo& put(TableInfo table);
+  const TableInfo* find(std::uint32_t relid) const;
+  void clear() { tables_.clear(); }
+
+ private:
+  std::unordered_map<std::uint32_t, std::unique_ptr<TableInfo>> tables_;
+};
+
+}  // namespace walstream
