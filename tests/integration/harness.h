@@ -1,0 +1,122 @@
+// Integration-test harness: a private PostgreSQL 15 and Redis 7 per test binary, on free loopback
+// ports in a temporary folder, stopped at the end; plus walstream as a child process and small
+// SQL/Redis helpers. No mocks: everything here talks to real servers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace harness {
+
+int free_port();
+// Runs a shell command; throws with its output when it fails.
+std::string shell(const std::string& command);
+
+class Postgres {
+ public:
+  void start();
+  void stop(bool immediate = false);  // immediate: -m immediate, like a crash
+  void restart() { stop(); start(); }
+  int port() const { return port_; }
+  std::string conninfo(const std::string& db = "postgres", const std::string& user = "postgres") const;
+  const std::string& dir() const { return dir_; }
+  // Terminates every walsender (what a network cut or a killed backend looks like to walstream).
+  void kill_walsenders();
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+};
+
+class Redis {
+ public:
+  void start(bool aof = true);
+  void stop();
+  void restart() { stop(); start(aof_); }
+  int port() const { return port_; }
+  std::string url() const;
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  bool aof_ = true;
+};
+
+// The servers of this test binary, started on first use and stopped at exit.
+Postgres& pg();
+Redis& redis();
+
+// SQL through libpqxx, autocommit.
+void sql(const std::string& conninfo, const std::string& statements);
+std::vector<std::vector<std::optional<std::string>>> query(const std::string& conninfo, const std::string& select);
+std::string query_one(const std::string& conninfo, const std::string& select);
+
+// Redis through hiredis.
+struct Entry {
+  std::string id;
+  std::map<std::string, std::string> fields;
+};
+std::vector<Entry> xrange(const std::string& key);
+std::vector<std::string> redis_command(const std::vector<std::string>& argv);  // flattened reply
+long long xlen(const std::string& key);
+
+// walstream as a child process; stderr+stdout go to a log file.
+class Walstream {
+ public:
+  explicit Walstream(std::vector<std::string> args, std::map<std::string, std::string> env = {});
+  ~Walstream();
+  Walstream(const Walstream&) = delete;
+  Walstream& operator=(const Walstream&) = delete;
+
+  void signal(int sig);
+  // Waits for exit; returns the exit code (128+signal when killed), or -1 on timeout.
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  bool running();
+  std::string log() const;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  std::string log_path_;
+};
+
+// Runs walstream to completion (for bad-input checks): exit code and output.
+struct Outcome {
+  int code;
+  std::string output;
+};
+Outcome run_walstream(const std::vector<std::string>& args, std::map<std::string, std::string> env = {},
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// A fresh database, slot name and stream prefix for one test, so tests of a binary never share state.
+struct Scope {
+  Scope();
+  ~Scope();
+  std::string db;
+  std::string conninfo;
+  std::string slot;
+  std::string publication = "walstream";
+  std::string prefix;
+  std::string stream(const std::string& table) const { return prefix + table; }
+  // --pg --redis --slot --publication --prefix --status-interval 1
+  std::vector<std::string> args() const;
+  void sql(const std::string& statements) const { harness::sql(conninfo, statements); }
+  std::string query_one(const std::string& select) const { return harness::query_one(conninfo, select); }
+  // The slot's confirmed_flush_lsn reached the current WAL insert position.
+  bool caught_up() const;
+};
+
+// RSS high-water mark of a process in kB (VmHWM), or -1.
+long peak_rss_kb(pid_t pid);
+
+}  // namespace harness
