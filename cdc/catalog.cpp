@@ -35,11 +35,11 @@ void Catalog::load_types(const std::vector<std::uint32_t>& oids) {
   if (oids.empty()) return;
   try {
     pqxx::nontransaction tx(*conn_);
-    // A real array has array_subscript_handler; oidvector and friends are category 'A' but print
-    // space-separated, so they stay text.
+    // A real array is its element type's typarray; int2vector and oidvector also have an element
+    // type and a subscript handler but print space-separated, so they stay text.
     auto rows = tx.exec_params(
         "SELECT t.oid, t.typtype, t.typbasetype, t.typelem, "
-        "       t.typsubscript = 'array_subscript_handler'::regproc AS is_array, "
+        "       coalesce((SELECT e.typarray = t.oid FROM pg_type e WHERE e.oid = t.typelem), false) AS is_array, "
         "       coalesce((SELECT e.typdelim FROM pg_type e WHERE e.oid = t.typelem), ',') "
         "FROM pg_type t WHERE t.oid = ANY($1::oid[])",
         oid_array(oids));
