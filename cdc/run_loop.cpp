@@ -87,6 +87,7 @@ class Session {
     auto message = copy::parse_server_message(bytes);
     if (auto* data = std::get_if<copy::XLogData>(&message)) {
       if (data->wal_end > received_) received_ = data->wal_end;
+      keepalive_lsn_ = 0;  // data after the keepalive: its WAL end no longer describes what we hold
       try {
         pipeline_.handle(*data);
       } catch (const DecodeError& e) {
@@ -97,19 +98,23 @@ class Session {
     }
     const auto& ka = std::get<copy::Keepalive>(message);
     if (ka.wal_end > received_) received_ = ka.wal_end;
-    // Nothing received is waiting for Redis: everything the server sent up to its WAL end is either
-    // stored or not ours, so the slot may advance even when the published tables are idle.
-    if (!pipeline_.in_transaction() && !writer_.in_flight() && writer_.chunk_empty()) {
-      idle_lsn_ = std::max(idle_lsn_, ka.wal_end);
-    }
+    // Everything the server sent before this keepalive is either ours (and goes to Redis) or not
+    // published. Once nothing received waits for Redis, the slot may advance to the keepalive's WAL
+    // end, so WAL does not pile up while the published tables are idle and others are busy.
+    keepalive_lsn_ = std::max(keepalive_lsn_, ka.wal_end);
     if (ka.reply_requested) maybe_send_status(true);
   }
+
+  bool idle() const { return !pipeline_.in_transaction() && !writer_.in_flight() && writer_.chunk_empty(); }
 
   void maybe_send_chunk() {
     if (!writer_.in_flight() && !writer_.chunk_empty()) writer_.send_chunk();
   }
 
-  std::uint64_t flush_position() const { return std::max({flushed_, writer_.acked_lsn(), idle_lsn_}); }
+  std::uint64_t flush_position() {
+    if (keepalive_lsn_ != 0 && idle()) idle_lsn_ = std::max(idle_lsn_, keepalive_lsn_);
+    return std::max({flushed_, writer_.acked_lsn(), idle_lsn_});
+  }
 
   void maybe_send_status(bool force) {
     auto now = Clock::now();
@@ -120,7 +125,9 @@ class Session {
     if (!force && !moved && now < next_status_) return;
     flushed_ = flush;
     copy::StatusUpdate s;
-    s.written = std::max(received_, flush);
+    // Reported as written only once stored: while write < the server's sent position, the walsender
+    // keeps sending keepalives, which is what lets the idle slot advance promptly.
+    s.written = flush;
     s.flushed = flush;
     s.applied = flush;
     s.send_time = now_pg_micros();
@@ -186,7 +193,7 @@ class Session {
     maybe_send_status(true);
     while (!repl_.flush()) poll_once(false);
     repl_.end_copy();
-    log::info("stopped; confirmed flush position {}", copy::format_lsn(flushed_));
+    log::info("stopped; received up to {}, confirmed {}", copy::format_lsn(received_), copy::format_lsn(flushed_));
   }
 
   const Config& config_;
@@ -197,6 +204,7 @@ class Session {
   std::uint64_t received_ = 0;
   std::uint64_t flushed_ = 0;
   std::uint64_t idle_lsn_ = 0;
+  std::uint64_t keepalive_lsn_ = 0;  // WAL end of the last keepalive with no data after it
   Clock::time_point next_status_{};
   Clock::time_point last_status_{};
   bool stop_seen_ = false;
