@@ -11,6 +11,8 @@
 
 namespace walstream {
 
+enum class SnapshotMode { Initial, Never };
+
 struct Config {
   std::string pg;  // libpq conninfo or URI; empty means libpq's PG* variables
   RedisUrl redis;
@@ -18,6 +20,7 @@ struct Config {
   std::string publication = "walstream";
   std::vector<std::string> tables;  // publication's tables when walstream creates it; empty = all
   std::string prefix = "walstream:";
+  SnapshotMode snapshot = SnapshotMode::Initial;  // when walstream creates the slot
   std::optional<std::uint64_t> maxlen;
   std::chrono::milliseconds status_interval{10'000};
   std::chrono::milliseconds max_backoff{30'000};

@@ -82,6 +82,9 @@ cxxopts::Options run_options() {
                  "[WALSTREAM_TABLES]", cxxopts::value<std::string>())
       ("prefix", "stream key prefix: streams are <prefix><schema>.<table> [WALSTREAM_PREFIX] (default walstream:)",
        cxxopts::value<std::string>())
+      ("snapshot", "initial: when walstream creates the slot, first copy every published table's rows as `r` "
+                   "records; never: stream changes only [WALSTREAM_SNAPSHOT] (default initial)",
+       cxxopts::value<std::string>())
       ("maxlen", "trim each stream to about N entries (XADD MAXLEN ~ N) [WALSTREAM_MAXLEN] (default: no trimming)",
        cxxopts::value<std::string>())
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
@@ -132,6 +135,14 @@ Config parse_run(int argc, char** argv) {
     start = end + 1;
   }
   c.prefix = setting(r, "prefix", "walstream:");
+  auto snapshot = setting(r, "snapshot", "initial");
+  if (snapshot == "initial") {
+    c.snapshot = walstream::SnapshotMode::Initial;
+  } else if (snapshot == "never") {
+    c.snapshot = walstream::SnapshotMode::Never;
+  } else {
+    throw UsageError(fmt::format("--snapshot must be initial or never, not '{}'", snapshot));
+  }
   if (auto m = setting(r, "maxlen", ""); !m.empty()) c.maxlen = parse_positive(m, "--maxlen");
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");

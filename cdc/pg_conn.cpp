@@ -83,6 +83,38 @@ PgResult PgConnection::exec(const std::string& sql, ExecStatusType expected) {
   return r;
 }
 
+PgResult PgConnection::exec_params(const std::string& sql, const std::vector<std::string>& params,
+                                   ExecStatusType expected) {
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p.c_str());
+  PgResult r(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                          nullptr, 0));
+  if (!r || PQresultStatus(r.get()) != expected) {
+    bool lost = PQstatus(conn_.get()) != CONNECTION_OK;
+    std::string msg = r ? first_line(PQresultErrorMessage(r.get())) : error_message();
+    throw PgError(lost, msg.empty() ? error_message() : msg);
+  }
+  return r;
+}
+
+bool PgConnection::read_copy_row(PgBuffer& out, int& length) {
+  char* buf = nullptr;
+  int n = PQgetCopyData(conn_.get(), &buf, 0);
+  if (n > 0) {
+    out.reset(buf);
+    length = n;
+    return true;
+  }
+  if (n == -1) {
+    PgResult r(PQgetResult(conn_.get()));
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+      throw PgError(true, fmt::format("COPY failed: {}", r ? first_line(PQresultErrorMessage(r.get())) : error_message()));
+    }
+    return false;
+  }
+  throw PgError(true, fmt::format("COPY failed: {}", error_message()));
+}
+
 void PgConnection::start_copy_both(const std::string& start_replication) {
   exec(start_replication, PGRES_COPY_BOTH);
   if (PQsetnonblocking(conn_.get(), 1) != 0) throw PgError(true, "cannot make the replication connection non-blocking");

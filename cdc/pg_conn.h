@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace walstream {
 
@@ -39,6 +40,9 @@ class PgConnection {
 
   // Runs a command and checks its status; throws PgError with the server's message.
   PgResult exec(const std::string& sql, ExecStatusType expected);
+  PgResult exec_params(const std::string& sql, const std::vector<std::string>& params, ExecStatusType expected);
+  // COPY … TO STDOUT: one row per call (blocking) until it returns false at the end of the copy.
+  bool read_copy_row(PgBuffer& out, int& length);
 
   // CopyBoth streaming, non-blocking after start_copy_both().
   void start_copy_both(const std::string& start_replication);

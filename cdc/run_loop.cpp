@@ -16,6 +16,7 @@
 #include "pg_conn.h"
 #include "pg_time.h"
 #include "pipeline.h"
+#include "snapshot.h"
 #include "stream_writer.h"
 
 namespace walstream {
@@ -54,7 +55,10 @@ class Session {
   void run() {
     auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}')",
                              quote_ident(config_.slot), quote_ident(config_.publication));
+    SlotKeeper slots(config_, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); });
+    slots.prepare(repl_);
     repl_.start_copy_both(start);
+    streaming_ = true;
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
     next_status_ = Clock::now();
     std::size_t since_io = 0;
@@ -117,6 +121,7 @@ class Session {
   }
 
   void maybe_send_status(bool force) {
+    if (!streaming_) return;  // before START_REPLICATION (during the snapshot) there is no stream to report on
     auto now = Clock::now();
     std::uint64_t flush = flush_position();
     // Status goes out on the interval, on request, and (at most every 100 ms) when the flush moved,
@@ -142,7 +147,8 @@ class Session {
   void poll_once(bool read_pg) {
     pollfd fds[3];
     int n = 0;
-    fds[n++] = {repl_.socket(), static_cast<short>((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)), 0};
+    fds[n++] = {repl_.socket(),
+                static_cast<short>(streaming_ ? ((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)) : 0), 0};
     fds[n++] = {writer_.fd(),
                 static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
     fds[n++] = {g_wake_pipe[0], POLLIN, 0};
@@ -153,7 +159,7 @@ class Session {
       if (errno == EINTR) return;
       throw PgError(true, "poll failed");
     }
-    if (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) repl_.consume_input();
+    if (streaming_ && (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) repl_.consume_input();
     if (fds[1].revents) {
       bool hup = fds[1].revents & (POLLERR | POLLHUP);
       service_redis((fds[1].revents & POLLIN) || hup, (fds[1].revents & POLLOUT) || hup);
@@ -207,6 +213,7 @@ class Session {
   std::uint64_t keepalive_lsn_ = 0;  // WAL end of the last keepalive with no data after it
   Clock::time_point next_status_{};
   Clock::time_point last_status_{};
+  bool streaming_ = false;
   bool stop_seen_ = false;
   Clock::time_point stop_at_{};
 };

@@ -102,10 +102,8 @@ void ensure_slot(pqxx::nontransaction& tx, const Config& config) {
     }
     return;
   }
-  auto repl = PgConnection::open(config.pg, true);
-  repl.exec(fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')", quote_ident(config.slot)),
-            PGRES_TUPLES_OK);
-  log::info("created replication slot '{}' (pgoutput)", config.slot);
+  log::info("replication slot '{}' does not exist yet: walstream will create it{}", config.slot,
+            config.snapshot == SnapshotMode::Initial ? " and snapshot the published tables" : "");
 }
 
 }  // namespace

@@ -128,6 +128,15 @@ std::span<const Field> RecordBuilder::remove(const TableInfo& t, const TxnContex
   return {fields_.data(), count_};
 }
 
+std::span<const Field> RecordBuilder::snapshot(const TableInfo& t, const TxnContext& tx, std::string_view lsn,
+                                               std::span<const Cell> row) {
+  begin("r", t, tx, lsn);
+  if (t.has_key && write_key(t, row)) add("key", key_);
+  write_after(t, row, {});
+  add("after", after_);
+  return {fields_.data(), count_};
+}
+
 std::span<const Field> RecordBuilder::truncate(const TableInfo& t, const TxnContext& tx, std::string_view lsn) {
   begin("t", t, tx, lsn);
   return {fields_.data(), count_};

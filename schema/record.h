@@ -39,6 +39,9 @@ class RecordBuilder {
   std::span<const Field> remove(const TableInfo& t, const TxnContext& tx, std::string_view lsn, char old_kind,
                                 std::span<const Cell> old_row);
   std::span<const Field> truncate(const TableInfo& t, const TxnContext& tx, std::string_view lsn);
+  // A row read by the initial snapshot (op `r`).
+  std::span<const Field> snapshot(const TableInfo& t, const TxnContext& tx, std::string_view lsn,
+                                  std::span<const Cell> row);
 
  private:
   void begin(std::string_view op, const TableInfo& t, const TxnContext& tx, std::string_view lsn);

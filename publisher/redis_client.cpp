@@ -1,0 +1,119 @@
+#include "redis_client.h"
+
+#include <hiredis/hiredis.h>
+
+#include <fmt/format.h>
+
+namespace walstream {
+namespace {
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+}
+
+}  // namespace
+
+void RedisReply::Deleter::operator()(redisReply* r) const { freeReplyObject(r); }
+
+RedisReply::RedisReply(redisReply* r) : reply_(r) {}
+bool RedisReply::is_nil() const { return reply_->type == REDIS_REPLY_NIL; }
+bool RedisReply::is_error() const { return reply_->type == REDIS_REPLY_ERROR; }
+bool RedisReply::is_array() const { return reply_->type == REDIS_REPLY_ARRAY; }
+std::string_view RedisReply::str() const {
+  return reply_->str ? std::string_view(reply_->str, reply_->len) : std::string_view();
+}
+long long RedisReply::integer() const { return reply_->integer; }
+std::size_t RedisReply::size() const { return reply_->type == REDIS_REPLY_ARRAY ? reply_->elements : 0; }
+
+namespace {
+
+std::string text_of(const redisReply* r) { return r->str ? std::string(r->str, r->len) : std::string(); }
+
+std::vector<StreamEntry> entries_of(const redisReply* r) {
+  std::vector<StreamEntry> out;
+  if (r->type != REDIS_REPLY_ARRAY) return out;
+  for (std::size_t i = 0; i < r->elements; ++i) {
+    const auto* e = r->element[i];
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) continue;
+    StreamEntry entry;
+    entry.id = text_of(e->element[0]);
+    const auto* f = e->element[1];
+    // An entry deleted while pending in a group comes back with nil fields.
+    if (f->type == REDIS_REPLY_ARRAY) {
+      for (std::size_t j = 0; j + 1 < f->elements; j += 2) {
+        entry.fields.emplace_back(text_of(f->element[j]), text_of(f->element[j + 1]));
+      }
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> RedisReply::strings() const {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < size(); ++i) out.push_back(text_of(reply_->element[i]));
+  return out;
+}
+
+std::vector<StreamEntry> RedisReply::entries() const { return entries_of(reply_.get()); }
+
+std::vector<std::pair<std::string, std::vector<StreamEntry>>> RedisReply::streams() const {
+  std::vector<std::pair<std::string, std::vector<StreamEntry>>> out;
+  for (std::size_t i = 0; i < size(); ++i) {
+    const auto* s = reply_->element[i];
+    if (s->type != REDIS_REPLY_ARRAY || s->elements != 2) continue;
+    out.emplace_back(text_of(s->element[0]), entries_of(s->element[1]));
+  }
+  return out;
+}
+
+RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout) : url_(url), ctx_(nullptr, redisFree) {
+  ctx_.reset(redisConnectWithTimeout(url.host.c_str(), url.port, to_timeval(std::chrono::seconds(5))));
+  if (!ctx_ || ctx_->err) {
+    throw RedisError(RedisError::Kind::Transient, fmt::format("cannot connect to Redis at {}: {}", url.display(),
+                                                              ctx_ ? ctx_->errstr : "out of memory"));
+  }
+  set_timeout(timeout);
+  if (!url.password.empty()) {
+    if (url.user.empty()) {
+      checked({"AUTH", url.password});
+    } else {
+      checked({"AUTH", url.user, url.password});
+    }
+  }
+  if (url.db != 0) checked({"SELECT", std::to_string(url.db)});
+}
+
+RedisClient::~RedisClient() = default;
+
+void RedisClient::set_timeout(std::chrono::milliseconds timeout) { redisSetTimeout(ctx_.get(), to_timeval(timeout)); }
+
+RedisReply RedisClient::command(const std::vector<std::string>& argv) {
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+  for (const auto& a : argv) {
+    args.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), args.data(), lens.data()));
+  if (!r) {
+    throw RedisError(RedisError::Kind::Transient,
+                     fmt::format("lost the Redis connection to {}: {}", url_.display(), ctx_->errstr));
+  }
+  return RedisReply(r);
+}
+
+RedisReply RedisClient::checked(const std::vector<std::string>& argv) {
+  auto r = command(argv);
+  if (r.is_error()) {
+    auto msg = std::string(r.str());
+    auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
+    throw RedisError(kind, fmt::format("Redis refused {}: {}", argv.empty() ? "" : argv[0], msg));
+  }
+  return r;
+}
+
+}  // namespace walstream

@@ -1,0 +1,73 @@
+// A blocking Redis connection for the few synchronous jobs: snapshot bookkeeping and `walstream tail`.
+// The streaming path uses StreamWriter (non-blocking, pipelined) instead.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "redis_error.h"
+#include "redis_url.h"
+
+struct redisContext;
+struct redisReply;
+
+namespace walstream {
+
+// One stream entry as XRANGE/XREAD return it.
+struct StreamEntry {
+  std::string id;
+  std::vector<std::pair<std::string, std::string>> fields;
+};
+
+// An owned reply, read through helpers so that callers need no hiredis types.
+class RedisReply {
+ public:
+  explicit RedisReply(redisReply* r);
+  bool is_nil() const;
+  bool is_error() const;
+  bool is_array() const;
+  std::string_view str() const;  // string, status or error text
+  long long integer() const;
+  std::size_t size() const;  // array length
+  // The elements of an array of strings (SMEMBERS, KEYS…).
+  std::vector<std::string> strings() const;
+  // The entries of an XRANGE reply.
+  std::vector<StreamEntry> entries() const;
+  // The streams of an XREAD/XREADGROUP reply: (stream key, entries); empty on a nil (timeout) reply.
+  std::vector<std::pair<std::string, std::vector<StreamEntry>>> streams() const;
+  const redisReply* raw() const { return reply_.get(); }
+
+ private:
+  struct Deleter {
+    void operator()(redisReply* r) const;
+  };
+  std::unique_ptr<redisReply, Deleter> reply_;
+};
+
+class RedisClient {
+ public:
+  // Connects, AUTHs, SELECTs; throws RedisError. timeout 0 means block forever on reads.
+  explicit RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // Sends one command and returns its reply; an error reply is returned, not thrown, so callers
+  // can tell "no such key" from a refusal. A lost connection throws RedisError (transient).
+  RedisReply command(const std::vector<std::string>& argv);
+  // Same, but an error reply throws RedisError (retryable ones as transient).
+  RedisReply checked(const std::vector<std::string>& argv);
+  // Sets the read timeout (0: none) for blocking reads such as XREAD BLOCK.
+  void set_timeout(std::chrono::milliseconds timeout);
+
+ private:
+  RedisUrl url_;
+  std::unique_ptr<redisContext, void (*)(redisContext*)> ctx_;
+};
+
+}  // namespace walstream
