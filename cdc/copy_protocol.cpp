@@ -75,7 +75,15 @@ std::string encode_status_update(const StatusUpdate& s) {
 
 // PostgreSQL prints an LSN as "%X/%X" of its high and low 32 bits.
 std::string format_lsn(std::uint64_t lsn) {
-  return fmt::format("{:X}/{:X}", static_cast<std::uint32_t>(lsn >> 32), static_cast<std::uint32_t>(lsn));
+  // Called for every change: std::to_chars keeps it free of format parsing and allocation (SSO).
+  char buf[24];
+  auto hi = std::to_chars(buf, buf + 8, static_cast<std::uint32_t>(lsn >> 32), 16).ptr;
+  *hi++ = '/';
+  auto end = std::to_chars(hi, buf + sizeof buf, static_cast<std::uint32_t>(lsn), 16).ptr;
+  for (char* p = buf; p != end; ++p) {
+    if (*p >= 'a' && *p <= 'f') *p = static_cast<char>(*p - 'a' + 'A');
+  }
+  return std::string(buf, end);
 }
 
 std::uint64_t parse_lsn(std::string_view text) {

@@ -59,7 +59,9 @@ RedisUrl parse_redis_url(std::string_view url) {
       out.password = percent_decode(cred);  // redis://secret@host: a password alone, as redis-cli reads it
     }
   }
-  std::string_view hostport = rest;
+  std::string_view hostport = rest.substr(0, rest.find('/'));
+  if (hostport.empty()) throw std::invalid_argument("missing host in Redis URL");
+  hostport = rest;
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
     hostport = rest.substr(0, slash);
     std::string_view db = rest.substr(slash + 1);

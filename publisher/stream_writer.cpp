@@ -3,7 +3,11 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <fmt/format.h>
 
 namespace walstream {
@@ -17,25 +21,6 @@ struct ReplyDeleter {
 using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 
 std::string_view reply_text(const redisReply* r) { return {r->str, r->len}; }
-
-// RESP framing, written straight into the chunk: no per-argument allocation.
-void resp_command(std::string& out, std::size_t argc) {
-  char buf[24];
-  auto end = std::to_chars(buf, buf + sizeof buf, argc).ptr;
-  out.push_back('*');
-  out.append(buf, end);
-  out.append("\r\n");
-}
-
-void resp_arg(std::string& out, std::string_view arg) {
-  char buf[24];
-  auto end = std::to_chars(buf, buf + sizeof buf, arg.size()).ptr;
-  out.push_back('$');
-  out.append(buf, end);
-  out.append("\r\n");
-  out.append(arg);
-  out.append("\r\n");
-}
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
@@ -121,19 +106,30 @@ void StreamWriter::connect() {
 
 int StreamWriter::fd() const { return ctx_->fd; }
 
-bool StreamWriter::wants_write() const { return sdslen(ctx_->obuf) > 0; }
-
 void StreamWriter::connection_lost(const char* doing) {
   throw RedisError(RedisError::Kind::Transient,
                    fmt::format("lost the Redis connection to {} while {}: {}", options_.url.display(), doing,
                                ctx_->errstr[0] ? ctx_->errstr : "connection closed"));
 }
 
-void StreamWriter::on_io(bool readable, bool writable) {
-  if (writable && wants_write()) {
-    int done = 0;
-    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) connection_lost("writing");
+// Our own output buffer rather than hiredis's: a chunk goes to the socket without another copy.
+void StreamWriter::flush_out() {
+  while (out_pos_ < out_.size()) {
+    ssize_t n = ::send(ctx_->fd, out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR) continue;
+      throw RedisError(RedisError::Kind::Transient, fmt::format("lost the Redis connection to {} while writing: {}",
+                                                                options_.url.display(), std::strerror(errno)));
+    }
+    out_pos_ += static_cast<std::size_t>(n);
   }
+  out_.clear();
+  out_pos_ = 0;
+}
+
+void StreamWriter::on_io(bool readable, bool writable) {
+  if (writable) flush_out();
   if (readable) {
     if (redisBufferRead(ctx_.get()) != REDIS_OK) connection_lost("reading");
   }
@@ -154,29 +150,19 @@ StreamWriter::Handle StreamWriter::stream(std::string_view key) {
   return h;
 }
 
-void StreamWriter::append_raw(const std::string& resp) {
-  if (redisAppendFormattedCommand(ctx_.get(), resp.data(), resp.size()) != REDIS_OK) {
-    connection_lost("queueing commands");
-  }
-}
-
 void StreamWriter::request_hwm(Handle h) {
   auto& s = streams_[h];
   if (s.state != HwmState::Unknown) return;
   // XINFO's last-generated-id is what XADD compares new IDs with, even after the top entry was deleted.
-  std::string resp;
-  resp_command(resp, 3);
-  resp_arg(resp, "XINFO");
-  resp_arg(resp, "STREAM");
-  resp_arg(resp, s.key);
-  append_raw(resp);
+  out_.command(3);
+  out_.arg("XINFO");
+  out_.arg("STREAM");
+  out_.arg(s.key);
+  flush_out();
   s.state = HwmState::Requested;
   expected_.push_back({Expected::Hwm, h});
 }
 
-void StreamWriter::begin_command(std::size_t argc) { resp_command(building_.resp, argc); }
-
-void StreamWriter::append_arg(std::string_view arg) { resp_arg(building_.resp, arg); }
 
 bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
   const auto& s = streams_[h];
@@ -185,25 +171,25 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
     return false;
   }
   if (building_.commands == 0) {
-    begin_command(1);
-    append_arg("MULTI");
+    building_.resp.command(1);
+    building_.resp.arg("MULTI");
   }
-  begin_command(3 + (maxlen_text_.empty() ? 0 : 3) + 2 * fields.size());
-  append_arg("XADD");
-  append_arg(s.key);
+  building_.resp.command(3 + (maxlen_text_.empty() ? 0 : 3) + 2 * fields.size());
+  building_.resp.arg("XADD");
+  building_.resp.arg(s.key);
   if (!maxlen_text_.empty()) {
-    append_arg("MAXLEN");
-    append_arg("~");
-    append_arg(maxlen_text_);
+    building_.resp.arg("MAXLEN");
+    building_.resp.arg("~");
+    building_.resp.arg(maxlen_text_);
   }
   char idbuf[48];
   auto p = std::to_chars(idbuf, idbuf + 24, id.ms).ptr;
   *p++ = '-';
   p = std::to_chars(p, idbuf + sizeof idbuf, id.seq).ptr;
-  append_arg({idbuf, static_cast<std::size_t>(p - idbuf)});
+  building_.resp.arg({idbuf, static_cast<std::size_t>(p - idbuf)});
   for (const auto& [name, value] : fields) {
-    append_arg(name);
-    append_arg(value);
+    building_.resp.arg(name);
+    building_.resp.arg(value);
   }
   ++building_.commands;
   building_.info.push_back({h, id});
@@ -212,14 +198,14 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
 
 void StreamWriter::add_hset(std::string_view key, std::string_view field, std::string_view value) {
   if (building_.commands == 0) {
-    begin_command(1);
-    append_arg("MULTI");
+    building_.resp.command(1);
+    building_.resp.arg("MULTI");
   }
-  begin_command(4);
-  append_arg("HSET");
-  append_arg(key);
-  append_arg(field);
-  append_arg(value);
+  building_.resp.command(4);
+  building_.resp.arg("HSET");
+  building_.resp.arg(key);
+  building_.resp.arg(field);
+  building_.resp.arg(value);
   ++building_.commands;
   building_.info.push_back({kNoStream, {}});
 }
@@ -241,15 +227,21 @@ bool StreamWriter::chunk_full() const {
 
 void StreamWriter::send_chunk() {
   if (inflight_ || building_.commands == 0) return;
-  begin_command(1);
-  append_arg("EXEC");
-  append_raw(building_.resp);
+  building_.resp.command(1);
+  building_.resp.arg("EXEC");
+  if (out_.empty()) {
+    std::swap(out_, building_.resp);  // the usual case: hand the buffer over, no copy
+  } else {
+    out_.append(building_.resp);
+  }
+  building_.resp.clear();
+  RespBuffer spare;
+  std::swap(spare, building_.resp);  // keep the (cleared) buffer with its capacity for the next chunk
   inflight_ = std::move(building_);
-  inflight_->resp.clear();
-  inflight_->resp.shrink_to_fit();
   building_ = Chunk{};
-  building_.resp.reserve(options_.chunk_bytes + 4096);
+  std::swap(building_.resp, spare);
   expected_.push_back({Expected::Chunk, 0});
+  flush_out();
 }
 
 void StreamWriter::handle_reply(void* raw) {

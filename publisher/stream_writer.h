@@ -16,6 +16,7 @@
 
 #include "redis_error.h"
 #include "redis_url.h"
+#include "resp_buffer.h"
 #include "stream_id.h"
 
 struct redisContext;
@@ -45,7 +46,7 @@ class StreamWriter {
   StreamWriter& operator=(const StreamWriter&) = delete;
 
   int fd() const;
-  bool wants_write() const;
+  bool wants_write() const { return out_pos_ < out_.size(); }
   bool wants_read() const { return !expected_.empty(); }
   // Moves bytes in both directions as far as the socket allows and handles every complete reply.
   void on_io(bool readable, bool writable);
@@ -86,7 +87,7 @@ class StreamWriter {
     StreamId id;
   };
   struct Chunk {
-    std::string resp;
+    RespBuffer resp;
     std::size_t commands = 0;
     std::vector<Command> info;
     std::uint64_t ack_lsn = 0;
@@ -103,9 +104,7 @@ class StreamWriter {
   void handle_hwm_reply(Handle h, const void* reply);
   void handle_chunk_reply(const void* reply);
   void finish_chunk(const void* exec_reply);
-  void append_raw(const std::string& resp);
-  void begin_command(std::size_t argc);
-  void append_arg(std::string_view arg);
+  void flush_out();
   [[noreturn]] void connection_lost(const char* doing);
 
   Options options_;
@@ -113,6 +112,8 @@ class StreamWriter {
   std::vector<Stream> streams_;
   std::unordered_map<std::string, Handle> stream_index_;
   Chunk building_;
+  RespBuffer out_;  // bytes for Redis not yet written to the socket, in the order replies will come
+  std::size_t out_pos_ = 0;
   std::optional<Chunk> inflight_;
   std::deque<Expected> expected_;
   std::uint64_t acked_lsn_ = 0;
