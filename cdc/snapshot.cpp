@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pg_time.h"
 #include "record.h"
+#include "run_loop.h"
 
 namespace walstream {
 namespace {
@@ -207,6 +208,10 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
     int length = 0;
     long long n = 0;
     while (conn.read_copy_row(row, length)) {
+      if (stop_requested()) {
+        // The exported snapshot dies with this process; the copy is redone at the next start.
+        throw PgError(true, "stopped during the initial snapshot; it will start again at the next run");
+      }
       std::string_view line(row.get(), static_cast<std::size_t>(length));
       if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
       copy_text::parse_row(line, values);
