@@ -103,8 +103,8 @@ void Postgres::start() {
   shell(as_postgres(fmt::format(
       "{}/pg_ctl -D {}/data -l {}/log/postgres.log -w -t 60 start -o \"-c port={} -c listen_addresses=127.0.0.1 "
       "-c unix_socket_directories={}/sock -c wal_level=logical -c max_replication_slots=50 -c max_wal_senders=50 "
-      "-c fsync=off -c wal_sender_timeout=60s\"",
-      kPgBin, dir_, dir_, port_, dir_)));
+      "-c fsync=off -c wal_sender_timeout=60s {}\"",
+      kPgBin, dir_, dir_, port_, dir_, extra_options)));
 }
 
 void Postgres::stop(bool immediate) {

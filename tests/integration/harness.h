@@ -28,6 +28,8 @@ class Postgres {
   const std::string& dir() const { return dir_; }
   // Terminates every walsender (what a network cut or a killed backend looks like to walstream).
   void kill_walsenders();
+  // Appended to the server's options at start, e.g. "-c wal_level=replica" (a later -c wins).
+  std::string extra_options;
 
  private:
   std::string dir_;
