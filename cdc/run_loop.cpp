@@ -55,6 +55,9 @@ class Session {
   void run() {
     auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}')",
                              quote_ident(config_.slot), quote_ident(config_.publication));
+    auto system = repl_.exec("IDENTIFY_SYSTEM", PGRES_TUPLES_OK);
+    log::debug("PostgreSQL system {} timeline {} at {} database {}", PQgetvalue(system.get(), 0, 0),
+               PQgetvalue(system.get(), 0, 1), PQgetvalue(system.get(), 0, 2), PQgetvalue(system.get(), 0, 3));
     SlotKeeper slots(config_, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); });
     slots.prepare(repl_);
     repl_.start_copy_both(start);
