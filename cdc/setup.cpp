@@ -69,7 +69,10 @@ void warn_missing_identity(pqxx::nontransaction& tx, const Config& config) {
   auto rows = tx.exec_params(
       "SELECT pt.schemaname, pt.tablename FROM pg_publication_tables pt "
       "JOIN pg_publication p ON p.pubname = pt.pubname "
-      "JOIN pg_class c ON c.oid = (quote_ident(pt.schemaname) || '.' || quote_ident(pt.tablename))::regclass "
+      // Joined by name, not by a ::regclass cast: the planner may evaluate the cast on every pg_class
+      // row, pg_toast included, which only a superuser may name.
+      "JOIN pg_namespace n ON n.nspname = pt.schemaname "
+      "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
       "WHERE pt.pubname = $1 AND (p.pubupdate OR p.pubdelete) AND (c.relreplident = 'n' OR "
       "  (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))",
       config.publication);

@@ -46,6 +46,9 @@ struct Servers {
     try {
       if (redis_started) redis.stop();
       if (pg_started) pg.stop();
+      for (const auto& dir : {pg.dir(), redis.dir()}) {
+        if (!dir.empty() && dir.rfind("/tmp/walstream-", 0) == 0) shell("rm -rf " + dir);
+      }
     } catch (...) {
     }
   }

@@ -43,6 +43,7 @@ class Redis {
   void restart() { stop(); start(aof_); }
   int port() const { return port_; }
   std::string url() const;
+  const std::string& dir() const { return dir_; }
 
  private:
   std::string dir_;
