@@ -11,6 +11,7 @@
 #include "log.h"
 #include "run_loop.h"
 #include "setup.h"
+#include "tail.h"
 #include "stream_writer.h"
 
 namespace {
@@ -21,6 +22,8 @@ constexpr const char* kUsage =
     "walstream — PostgreSQL logical replication to Redis Streams, exactly once.\n\n"
     "Usage:\n"
     "  walstream run [options]     stream committed row changes to Redis\n"
+    "  walstream tail <schema.table>... [options]\n"
+    "                              print the tables' records as JSON lines; `walstream tail --help`\n"
     "  walstream --help            this text; `walstream run --help` lists the options\n"
     "  walstream --version\n";
 
@@ -170,12 +173,99 @@ int cmd_run(int argc, char** argv) {
   return walstream::run(config);
 }
 
+cxxopts::Options tail_options() {
+  cxxopts::Options o("walstream tail",
+                     "Print the records of walstream's streams on stdout, one JSON line per record:\n"
+                     "{\"stream_id\":<stream key>,\"id\":<entry ID>,\"op\":…,\"table\":…,\"key\":{…},\"after\":{…},"
+                     "\"before\":{…},\"unchanged\":[…],\"ts\":…}\n"
+                     "key, after, before and unchanged are embedded JSON; a field the record lacks is left out.\n"
+                     "A table without a schema is in public. Runs until SIGTERM/SIGINT (exit 0) or --count.\n");
+  o.positional_help("<schema.table>...");
+  o.add_options()
+      ("group", "read through this consumer group, created when missing: first this consumer's pending entries, "
+                "then new ones; each entry is acknowledged (XACK) once printed", cxxopts::value<std::string>())
+      ("consumer", "consumer name inside --group (required with it)", cxxopts::value<std::string>())
+      ("from-start", "start at each stream's first entry (with --group: where a new group starts)")
+      ("from", "start after this entry ID, <ms>-<seq> (with --group: where a new group starts)",
+       cxxopts::value<std::string>())
+      ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
+       cxxopts::value<std::string>())
+      ("prefix", "stream key prefix: streams are <prefix><schema>.<table> [WALSTREAM_PREFIX] (default walstream:)",
+       cxxopts::value<std::string>())
+      ("count", "exit 0 after printing N records (default: until stopped)", cxxopts::value<std::string>())
+      ("block-ms", "longest wait of one blocking read, so also the longest delay before a stop signal is "
+                   "honoured (default 1000)", cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  // Without --from-start or --from, only entries added after the start are printed.
+  o.add_options("positional")("tables", "", cxxopts::value<std::vector<std::string>>());
+  o.parse_positional({"tables"});
+  return o;
+}
+
+int cmd_tail(int argc, char** argv) {
+  auto options = tail_options();
+  cxxopts::ParseResult r;
+  try {
+    r = options.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (r.count("help")) {
+    std::cout << options.help({""});
+    return 0;
+  }
+  walstream::TailOptions t;
+  if (r.count("tables")) {
+    for (auto name : r["tables"].as<std::vector<std::string>>()) {
+      if (name.empty() || std::count(name.begin(), name.end(), '.') > 1 || name.front() == '.' || name.back() == '.') {
+        throw UsageError(fmt::format("tail: bad table name '{}', expected schema.table", name));
+      }
+      t.tables.push_back(name.find('.') == std::string::npos ? "public." + name : name);
+    }
+  }
+  if (t.tables.empty()) throw UsageError("tail: name at least one table (schema.table)");
+  try {
+    t.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--redis: {}", e.what()));
+  }
+  t.prefix = setting(r, "prefix", "walstream:");
+  if (r.count("consumer") && !r.count("group")) throw UsageError("--consumer needs --group");
+  if (r.count("group")) {
+    t.group = r["group"].as<std::string>();
+    if (t.group.empty()) throw UsageError("--group must not be empty");
+    if (!r.count("consumer") || r["consumer"].as<std::string>().empty()) {
+      throw UsageError("--group needs --consumer: the name this reader's pending entries are kept under");
+    }
+    t.consumer = r["consumer"].as<std::string>();
+  }
+  if (r.count("from-start") && r.count("from")) throw UsageError("--from-start and --from exclude each other");
+  if (r.count("from-start")) t.start = walstream::TailOptions::Start::Beginning;
+  if (r.count("from")) {
+    auto text = r["from"].as<std::string>();
+    // Redis reads a bare <ms> as <ms>-0.
+    auto parsed = walstream::parse_stream_id(text.find('-') == std::string::npos ? text + "-0" : text);
+    if (!parsed) throw UsageError(fmt::format("--from must be an entry ID <ms>-<seq>, not '{}'", text));
+    t.start = walstream::TailOptions::Start::After;
+    t.from_id = *parsed;
+  }
+  if (r.count("count")) t.count = parse_positive(r["count"].as<std::string>(), "--count");
+  if (r.count("block-ms")) {
+    auto ms = parse_positive(r["block-ms"].as<std::string>(), "--block-ms");
+    if (ms > 3'600'000) throw UsageError("--block-ms must be at most 3600000");
+    t.block = std::chrono::milliseconds(ms);
+  }
+  // Redis unreachable or refusing at the start: one line, exit 1 (main's handler).
+  return walstream::tail(t);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "run") return cmd_run(argc - 1, argv + 1);
+    if (cmd == "tail") return cmd_tail(argc - 1, argv + 1);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       std::cout << kUsage;
       return 0;

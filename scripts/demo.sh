@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # walstream end to end on this machine: installs what is missing, builds, starts PostgreSQL and
-# Redis on loopback in .local/ of the checkout, starts walstream, makes a few changes through SQL
-# and shows the records arriving on Redis Streams. Ctrl-C stops everything it started.
-#   scripts/demo.sh          interactive: keeps following the streams until Ctrl-C
+# Redis on loopback in .local/ of the checkout, loads the shared store (sql/) with sample data,
+# starts walstream as its least-privilege role (initial snapshot, then streaming), makes a few
+# changes through SQL and shows the records arriving with `walstream tail`. Ctrl-C stops everything.
+#   scripts/demo.sh          interactive: keeps tailing the streams until Ctrl-C
 #   scripts/demo.sh --check  makes the changes, checks the records, stops (used by CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,59 +20,57 @@ scripts/servers.sh start "$LOCAL"
 source "$LOCAL/env"
 WS_PID=""
 cleanup() {
-  [ -n "$WS_PID" ] && kill -TERM "$WS_PID" 2>/dev/null && wait "$WS_PID" 2>/dev/null || true
+  if [ -n "$WS_PID" ]; then kill -TERM "$WS_PID" 2>/dev/null && wait "$WS_PID" 2>/dev/null || true; fi
   scripts/servers.sh stop "$LOCAL"
   echo "stopped walstream, PostgreSQL and Redis"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-psql -q -v ON_ERROR_STOP=1 -f sql/demo.sql
+# The administrator's part: the store, the walstream role, the publication, sample data.
+[ "$(psql -tAc "SELECT 1 FROM pg_database WHERE datname = 'store'")" = 1 ] || psql -qc "CREATE DATABASE store"
+export PGDATABASE=store
+for f in sql/0[1-4]_*.sql; do psql -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null; done
+
+# walstream's part, as the least-privilege role (trust authentication on this loopback server).
+export WALSTREAM_PG="postgresql://walstream@127.0.0.1:$PGPORT/store"
 "$WALSTREAM" run --status-interval 1 2>"$LOCAL/walstream.log" &
 WS_PID=$!
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   [ "$(psql -tAc "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'walstream'")" = 1 ] && break
   kill -0 "$WS_PID" 2>/dev/null || { cat "$LOCAL/walstream.log"; exit 1; }
   sleep 0.1
 done
 echo "walstream is streaming (log: $LOCAL/walstream.log)"
-
-psql -q -v ON_ERROR_STOP=1 <<'SQL'
-INSERT INTO users (email, name) VALUES ('ada@example.com', 'Ada'), ('linus@example.com', 'Linus')
-  ON CONFLICT (email) DO NOTHING;
-BEGIN;
-INSERT INTO orders (user_id, total, items)
-  SELECT id, 42.50, '[{"sku": "book", "qty": 2}]' FROM users WHERE email = 'ada@example.com';
-UPDATE users SET name = 'Ada Lovelace' WHERE email = 'ada@example.com';
-COMMIT;
-SQL
-
-rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 100); do
-  [ "$(rcli XLEN walstream:public.orders)" -ge 1 ] && break
-  sleep 0.1
-done
 echo
-echo "== redis-cli XRANGE walstream:public.users - +"
-rcli --no-raw XRANGE walstream:public.users - +
+
+tail_streams() { "$WALSTREAM" tail public.users public.orders public.inventory "$@"; }
+
+echo "== the snapshot: walstream tail public.users --from-start --count 3"
+timeout 20 "$WALSTREAM" tail public.users --from-start --count 3
 echo
-echo "== redis-cli XRANGE walstream:public.orders - +"
-rcli --no-raw XRANGE walstream:public.orders - +
+
+echo "== changes through SQL: Ada changes her name; Grace orders (sql/queries/reserve_stock.sql)"
+psql -q -v ON_ERROR_STOP=1 -c "UPDATE users SET name = 'Ada King' WHERE email = 'ada@example.com'"
+grace=$(psql -tAc "SELECT id FROM users WHERE email = 'grace@example.com'")
+psql -q -v ON_ERROR_STOP=1 -v user_id="$grace" -v items='[{"sku": "KB-01", "qty": 1}]' \
+  -f sql/queries/reserve_stock.sql >/dev/null
+echo
+echo "== the records: walstream tail public.users public.orders public.inventory --from <snapshot end>"
+# Everything after the snapshot rows: the snapshot's IDs are <consistent point - 1>-n.
+cp=$(redis-cli -p "$REDIS_PORT" HGET walstream:snapshot:walstream consistent_point)
+from=$(/usr/bin/python3 -c "import sys; hi, lo = sys.argv[1].split('/'); print(f'{(int(hi, 16) << 32 | int(lo, 16)) - 1}-999999999')" "$cp")
+out=$(timeout 20 "$WALSTREAM" tail public.users public.orders public.inventory --from "$from" --count 3)
+echo "$out"
 
 if [ "$MODE" = "--check" ]; then
-  users=$(rcli XLEN walstream:public.users)
-  orders=$(rcli XLEN walstream:public.orders)
-  [ "$users" -ge 3 ] && [ "$orders" -ge 1 ] || { echo "demo check failed: users=$users orders=$orders"; cat "$LOCAL/walstream.log"; exit 1; }
-  echo "demo check passed: $users user records, $orders order records"
+  grep -q '"op":"u".*Ada King' <<<"$out" || { echo "demo check failed: no update of Ada"; cat "$LOCAL/walstream.log"; exit 1; }
+  grep -q '"table":"public.orders"' <<<"$out" || { echo "demo check failed: no order"; cat "$LOCAL/walstream.log"; exit 1; }
+  grep -q '"table":"public.inventory"' <<<"$out" || { echo "demo check failed: no reservation"; cat "$LOCAL/walstream.log"; exit 1; }
+  echo "demo check passed"
   exit 0
 fi
 
 echo
-echo "Following the streams: change rows with psql (source $LOCAL/env first) and watch them arrive. Ctrl-C stops."
-last_users='$' last_orders='$'
-while true; do
-  rcli --no-raw XREAD BLOCK 0 STREAMS walstream:public.users walstream:public.orders "$last_users" "$last_orders"
-  last_users=$(rcli XREVRANGE walstream:public.users + - COUNT 1 | head -1)
-  last_orders=$(rcli XREVRANGE walstream:public.orders + - COUNT 1 | head -1)
-  last_users=${last_users:-0} last_orders=${last_orders:-0}
-done
+echo "Tailing new records: change rows with psql (source $LOCAL/env; PGDATABASE=store) and watch. Ctrl-C stops."
+tail_streams

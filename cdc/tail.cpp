@@ -1,0 +1,275 @@
+#include "tail.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "log.h"
+#include "record_json.h"
+#include "redis_client.h"
+#include "run_loop.h"
+#include "stream_id.h"
+
+namespace walstream {
+namespace {
+
+constexpr std::uint64_t kBatch = 512;
+constexpr auto kMaxBackoff = std::chrono::seconds(10);
+
+// stdout could not take a line: the entry stays unacknowledged. `closed`: the reader went away (EPIPE).
+struct OutputFailed {
+  bool closed;
+  std::string what;
+};
+
+struct Delivered {
+  std::size_t stream;  // index into the stream keys
+  StreamEntry entry;
+  std::optional<StreamId> id;
+};
+
+class Tailer {
+ public:
+  explicit Tailer(const TailOptions& o) : o_(o) {
+    for (const auto& t : o.tables) {
+      // A stream named twice would be read twice, and each entry printed twice.
+      if (std::find(keys_.begin(), keys_.end(), o.prefix + t) == keys_.end()) keys_.push_back(o.prefix + t);
+    }
+  }
+
+  void connect() {
+    client_.reset();
+    // A blocking read returns after `block` at the latest; more than that without a reply is an outage.
+    client_ = std::make_unique<RedisClient>(o_.redis, o_.block + std::chrono::seconds(10));
+    if (grouped()) {
+      create_groups();
+    } else if (ids_.empty()) {
+      resolve_start();
+    }
+  }
+
+  // Returns once `count` records are printed or a stop was asked for.
+  void session() {
+    if (grouped()) {
+      redeliver_pending();
+      read_group_new();
+    } else {
+      read_plain();
+    }
+  }
+
+ private:
+  bool grouped() const { return !o_.group.empty(); }
+  bool finished() const { return stop_requested() || (o_.count && printed_ >= o_.count); }
+  std::string batch_size() const {
+    return std::to_string(o_.count ? std::min(kBatch, o_.count - printed_) : kBatch);
+  }
+
+  // "$" re-evaluated at every XREAD would drop what arrives between two reads, so the streams' last
+  // IDs are read once; later reads continue from the last entry printed.
+  void resolve_start() {
+    std::vector<std::string> ids;
+    for (const auto& key : keys_) {
+      if (o_.start == TailOptions::Start::Beginning) {
+        ids.push_back("0-0");
+      } else if (o_.start == TailOptions::Start::After) {
+        ids.push_back(o_.from_id.str());
+      } else {
+        ids.push_back(last_generated_id(key));
+      }
+    }
+    ids_ = std::move(ids);
+  }
+
+  std::string last_generated_id(const std::string& key) {
+    auto r = client_->command({"XINFO", "STREAM", key});
+    if (r.is_error()) {
+      // No stream yet: everything it will ever hold is new.
+      if (r.str().find("no such key") != std::string_view::npos) return "0-0";
+      auto msg = std::string(r.str());
+      throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
+                       fmt::format("Redis refused XINFO STREAM {}: {}", key, msg));
+    }
+    auto items = r.strings();
+    for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
+      if (items[i] == "last-generated-id") return items[i + 1];
+    }
+    throw RedisError(RedisError::Kind::Fatal, fmt::format("XINFO STREAM {} has no last-generated-id", key));
+  }
+
+  void create_groups() {
+    std::string start = o_.start == TailOptions::Start::Beginning ? "0"
+                        : o_.start == TailOptions::Start::After   ? o_.from_id.str()
+                                                                  : "$";
+    for (const auto& key : keys_) {
+      auto r = client_->command({"XGROUP", "CREATE", key, o_.group, start, "MKSTREAM"});
+      // BUSYGROUP: the group exists and keeps its own position; the start only applies to a new group.
+      if (r.is_error() && !r.str().starts_with("BUSYGROUP")) {
+        auto msg = std::string(r.str());
+        throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
+                         fmt::format("Redis refused XGROUP CREATE {} {}: {}", key, o_.group, msg));
+      }
+    }
+  }
+
+  // The reply's entries of all streams, in ID order: walstream's IDs are commit LSNs, so this is the
+  // order in which PostgreSQL committed them (within one read).
+  std::vector<Delivered> collect(const RedisReply& reply) {
+    std::vector<Delivered> out;
+    for (auto& [key, entries] : reply.streams()) {
+      auto it = std::find(keys_.begin(), keys_.end(), key);
+      if (it == keys_.end()) continue;
+      auto index = static_cast<std::size_t>(it - keys_.begin());
+      for (auto& e : entries) {
+        auto id = parse_stream_id(e.id);
+        out.push_back(Delivered{index, std::move(e), id});
+      }
+    }
+    std::stable_sort(out.begin(), out.end(), [](const Delivered& a, const Delivered& b) { return a.id < b.id; });
+    return out;
+  }
+
+  void print(const Delivered& d) {
+    auto line = record_json_line(keys_[d.stream], d.entry.id, d.entry.fields);
+    line.push_back('\n');
+    errno = 0;
+    if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() || std::fflush(stdout) != 0) {
+      int err = errno;
+      throw OutputFailed{err == EPIPE, fmt::format("cannot write to stdout: {}", std::strerror(err))};
+    }
+    ++printed_;
+  }
+
+  void read_plain() {
+    while (!finished()) {
+      std::vector<std::string> argv{"XREAD", "COUNT", batch_size(), "BLOCK", std::to_string(o_.block.count()),
+                                    "STREAMS"};
+      argv.insert(argv.end(), keys_.begin(), keys_.end());
+      argv.insert(argv.end(), ids_.begin(), ids_.end());
+      for (const auto& d : collect(client_->checked(argv))) {
+        if (finished()) return;
+        ids_[d.stream] = d.entry.id;
+        print(d);
+      }
+    }
+  }
+
+  // Prints a read's entries, then acknowledges the printed ones: a crash in between prints them again
+  // on the next start (at least once); a stop signal only sets a flag, looked at between entries, so a
+  // clean stop never leaves a printed entry unacknowledged, nor an unprinted one acknowledged. One XACK
+  // per stream and read rather than per entry: each is a write that Redis may fsync.
+  void deliver(const std::vector<Delivered>& batch, std::vector<std::string>* last_ids = nullptr) {
+    std::vector<std::vector<std::string>> acks(keys_.size());
+    try {
+      for (const auto& d : batch) {
+        // What is left of the batch stays pending and comes first on the next start.
+        if (finished()) break;
+        if (last_ids) (*last_ids)[d.stream] = d.entry.id;
+        // An entry deleted (XDEL, trimming) while pending comes back without fields: nothing to print.
+        if (!d.entry.fields.empty()) print(d);
+        acks[d.stream].push_back(d.entry.id);
+      }
+    } catch (const OutputFailed&) {
+      acknowledge(acks);
+      throw;
+    }
+    acknowledge(acks);
+  }
+
+  void acknowledge(const std::vector<std::vector<std::string>>& acks) {
+    for (std::size_t i = 0; i < keys_.size(); ++i) {
+      if (acks[i].empty()) continue;
+      std::vector<std::string> argv{"XACK", keys_[i], o_.group};
+      argv.insert(argv.end(), acks[i].begin(), acks[i].end());
+      client_->checked(argv);
+    }
+  }
+
+  // Entries delivered to this consumer before a crash or a kill, never acknowledged: first, oldest first.
+  void redeliver_pending() {
+    std::vector<std::string> after(keys_.size(), "0");
+    std::vector<bool> drained(keys_.size(), false);
+    while (!finished()) {
+      std::vector<std::string> argv{"XREADGROUP", "GROUP", o_.group, o_.consumer, "COUNT", batch_size(), "STREAMS"};
+      std::vector<std::string> ids;
+      for (std::size_t i = 0; i < keys_.size(); ++i) {
+        if (drained[i]) continue;
+        argv.push_back(keys_[i]);
+        ids.push_back(after[i]);
+      }
+      if (ids.empty()) return;
+      argv.insert(argv.end(), ids.begin(), ids.end());
+      auto batch = collect(client_->checked(argv));
+      // A stream with nothing left pending comes back empty (or not at all): drop it from the next read.
+      std::vector<bool> seen(keys_.size(), false);
+      for (const auto& d : batch) seen[d.stream] = true;
+      for (std::size_t i = 0; i < keys_.size(); ++i) {
+        if (!seen[i]) drained[i] = true;
+      }
+      deliver(batch, &after);
+    }
+  }
+
+  void read_group_new() {
+    while (!finished()) {
+      std::vector<std::string> argv{"XREADGROUP", "GROUP", o_.group, o_.consumer, "COUNT", batch_size(),
+                                    "BLOCK",      std::to_string(o_.block.count()), "STREAMS"};
+      argv.insert(argv.end(), keys_.begin(), keys_.end());
+      argv.insert(argv.end(), keys_.size(), ">");
+      deliver(collect(client_->checked(argv)));
+    }
+  }
+
+  const TailOptions& o_;
+  std::vector<std::string> keys_;
+  std::vector<std::string> ids_;  // without a group: the last ID read per stream
+  std::unique_ptr<RedisClient> client_;
+  std::uint64_t printed_ = 0;
+};
+
+}  // namespace
+
+int tail(const TailOptions& options) {
+  install_stop_handlers();
+  Tailer tailer(options);
+  tailer.connect();  // start-up problems are thrown: the operator's to fix
+  auto backoff = std::chrono::milliseconds(100);
+  bool connected = true;
+  for (;;) {
+    try {
+      if (!connected) {
+        tailer.connect();
+        connected = true;
+        backoff = std::chrono::milliseconds(100);
+      }
+      tailer.session();
+      return 0;
+    } catch (const OutputFailed& e) {
+      if (e.closed) return 0;  // `walstream tail … | head`: the reader has what it wanted
+      log::error("{}", e.what);
+      return 1;
+    } catch (const RedisError& e) {
+      if (!e.transient()) {
+        log::error("{}", e.what());
+        return 1;
+      }
+      connected = false;
+      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+      for (auto slept = std::chrono::milliseconds(0); slept < backoff && !stop_requested();
+           slept += std::chrono::milliseconds(50)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (stop_requested()) return 0;
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+    }
+  }
+}
+
+}  // namespace walstream
