@@ -101,14 +101,18 @@ cxxopts::Options run_options() {
   return o;
 }
 
-Config parse_run(int argc, char** argv) {
-  auto options = run_options();
-  cxxopts::ParseResult r;
+// cxxopts' own exceptions become one usage line.
+cxxopts::ParseResult parse_or_usage(cxxopts::Options& options, int argc, char** argv) {
   try {
-    r = options.parse(argc, argv);
+    return options.parse(argc, argv);
   } catch (const cxxopts::exceptions::exception& e) {
     throw UsageError(e.what());
   }
+}
+
+Config parse_run(int argc, char** argv) {
+  auto options = run_options();
+  auto r = parse_or_usage(options, argc, argv);
   if (r.count("help")) {
     std::cout << options.help();
     std::exit(0);
@@ -204,12 +208,7 @@ cxxopts::Options tail_options() {
 
 int cmd_tail(int argc, char** argv) {
   auto options = tail_options();
-  cxxopts::ParseResult r;
-  try {
-    r = options.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    throw UsageError(e.what());
-  }
+  auto r = parse_or_usage(options, argc, argv);
   if (r.count("help")) {
     std::cout << options.help({""});
     return 0;

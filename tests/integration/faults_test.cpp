@@ -3,6 +3,8 @@
 // FAULTS_VERBOSE=1 prints walstream's logs of passing tests too.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <functional>
 #include <signal.h>
 
 #include <algorithm>
@@ -360,7 +362,9 @@ void start_stream(const Scope& s, Walstream& w) {
   ASSERT_TRUE(wait_until([&] { return walsender_active(s); })) << w.log();
 }
 
-TEST(Faults, RedisRestartMidStream) {
+// A server outage in the middle of a steady load: walstream must retry, keep running, and end with
+// every committed row exactly once.
+void survives_outage(const std::function<void()>& outage) {
   Scope s;
   s.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
   Walstream w(s.args());
@@ -368,68 +372,39 @@ TEST(Faults, RedisRestartMidStream) {
   Inserter ins(s.conninfo, "t", kRows, kPause);
   ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 800; }, 60s)) << w.log();
   auto before = xlen(s.stream("public.t"));
-  redis().restart();
-  EXPECT_LT(ins.committed(), kRows) << "the restart came after the load";
+  outage();
+  EXPECT_LT(ins.committed(), kRows) << "the outage came after the load";
   expect_rows_exactly_once(s, ins, kRows, w);
   EXPECT_TRUE(w.running()) << w.log();
-  EXPECT_NE(w.log().find("retrying"), std::string::npos) << "no retry after the Redis restart (XLEN was " << before
-                                                          << ")\n"
+  EXPECT_NE(w.log().find("retrying"), std::string::npos) << "no retry after the outage (XLEN was " << before << ")\n"
                                                           << w.log();
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
 }
 
+TEST(Faults, RedisRestartMidStream) {
+  survives_outage([] { redis().restart(); });
+}
+
 // Redis killed outright: with appendfsync always, every EXEC it acknowledged is in its AOF.
 TEST(Faults, RedisCrashMidStream) {
-  Scope s;
-  s.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
-  Walstream w(s.args());
-  start_stream(s, w);
-  Inserter ins(s.conninfo, "t", kRows, kPause);
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 800; }, 60s)) << w.log();
-  ASSERT_EQ(kill(redis_server_pid(), SIGKILL), 0);
-  std::this_thread::sleep_for(300ms);
-  redis().restart();  // reaps the killed server and starts it again on the same port and AOF
-  EXPECT_LT(ins.committed(), kRows) << "the crash came after the load";
-  expect_rows_exactly_once(s, ins, kRows, w);
-  EXPECT_TRUE(w.running()) << w.log();
-  EXPECT_NE(w.log().find("retrying"), std::string::npos) << w.log();
-  w.signal(SIGTERM);
-  EXPECT_EQ(w.wait(), 0) << w.log();
+  survives_outage([] {
+    ASSERT_EQ(kill(redis_server_pid(), SIGKILL), 0);
+    std::this_thread::sleep_for(300ms);
+    redis().restart();  // reaps the killed server and starts it again on the same port and AOF
+  });
 }
 
 TEST(Faults, PostgresRestartMidStream) {
-  Scope s;
-  s.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
-  Walstream w(s.args());
-  start_stream(s, w);
-  Inserter ins(s.conninfo, "t", kRows, kPause);
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 800; }, 60s)) << w.log();
-  pg().restart();
-  EXPECT_LT(ins.committed(), kRows) << "the restart came after the load";
-  expect_rows_exactly_once(s, ins, kRows, w);
-  EXPECT_TRUE(w.running()) << w.log();
-  EXPECT_NE(w.log().find("retrying"), std::string::npos) << w.log();
-  w.signal(SIGTERM);
-  EXPECT_EQ(w.wait(), 0) << w.log();
+  survives_outage([] { pg().restart(); });
 }
 
 TEST(Faults, PostgresCrashMidStream) {
-  Scope s;
-  s.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
-  Walstream w(s.args());
-  start_stream(s, w);
-  Inserter ins(s.conninfo, "t", kRows, kPause);
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 800; }, 60s)) << w.log();
-  pg().stop(true);  // -m immediate: no checkpoint, the slot's saved state is older than what walstream confirmed
-  std::this_thread::sleep_for(500ms);
-  pg().start();
-  EXPECT_LT(ins.committed(), kRows) << "the crash came after the load";
-  expect_rows_exactly_once(s, ins, kRows, w);
-  EXPECT_TRUE(w.running()) << w.log();
-  EXPECT_NE(w.log().find("retrying"), std::string::npos) << w.log();
-  w.signal(SIGTERM);
-  EXPECT_EQ(w.wait(), 0) << w.log();
+  survives_outage([] {
+    pg().stop(true);  // -m immediate: no checkpoint, the slot's saved state is older than what walstream confirmed
+    std::this_thread::sleep_for(500ms);
+    pg().start();
+  });
 }
 
 TEST(Faults, KilledWalsenderResumes) {
