@@ -25,7 +25,7 @@ Catalog::Catalog(const std::string& conninfo) {
   try {
     conn_ = std::make_unique<pqxx::connection>(conninfo);
   } catch (const pqxx::broken_connection& e) {
-    throw PgError(true, fmt::format("cannot connect to PostgreSQL: {}", e.what()));
+    throw PgError(true, fmt::format("cannot connect to PostgreSQL: {}", one_line(e.what())));
   }
 }
 
@@ -53,9 +53,9 @@ void Catalog::load_types(const std::vector<std::uint32_t>& oids) {
       types_[row[0].as<std::uint32_t>()] = t;
     }
   } catch (const pqxx::broken_connection& e) {
-    throw PgError(true, fmt::format("lost the catalog connection: {}", e.what()));
+    throw PgError(true, fmt::format("lost the catalog connection: {}", one_line(e.what())));
   } catch (const pqxx::sql_error& e) {
-    throw PgError(true, fmt::format("catalog query failed: {}", e.what()));
+    throw PgError(true, fmt::format("catalog query failed: {}", one_line(e.what())));
   }
   for (auto oid : oids) {
     // A type dropped since the change was made: treat it as text rather than stop.
@@ -130,9 +130,9 @@ void Catalog::describe(TableInfo& table) {
       table.columns[i].type_name = rows[i][0].is_null() ? "unknown" : rows[i][0].as<std::string>();
     }
   } catch (const pqxx::broken_connection& e) {
-    throw PgError(true, fmt::format("lost the catalog connection: {}", e.what()));
+    throw PgError(true, fmt::format("lost the catalog connection: {}", one_line(e.what())));
   } catch (const pqxx::sql_error& e) {
-    throw PgError(true, fmt::format("catalog query failed: {}", e.what()));
+    throw PgError(true, fmt::format("catalog query failed: {}", one_line(e.what())));
   }
   for (auto& col : table.columns) col.type = info_for(col.type_oid);
   finalize_table(table, pk);

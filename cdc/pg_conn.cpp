@@ -9,7 +9,21 @@
 namespace walstream {
 namespace {
 
-std::string first_line(std::string s) {
+// Errors that a restart, a failover or a walsender still exiting produce: worth a retry.
+// 08: connection exceptions; 53: insufficient resources (max_wal_senders, too many connections);
+// 55006: object in use ("replication slot … is active for PID n"); 57P01-57P03: shutting down,
+// crash recovery, cannot connect now.
+bool transient_sqlstate(const PGresult* r) {
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  if (!state) return false;
+  std::string_view s(state);
+  return s.rfind("08", 0) == 0 || s.rfind("53", 0) == 0 || s == "55006" || s == "57P01" || s == "57P02" ||
+         s == "57P03";
+}
+
+}  // namespace
+
+std::string one_line(std::string s) {
   // libpq prefixes "FATAL:  " / "ERROR:  " and may add a second line of detail: keep one clean line.
   if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
   for (std::string_view p : {"FATAL:  ", "ERROR:  "}) {
@@ -18,6 +32,8 @@ std::string first_line(std::string s) {
   return s;
 }
 
+namespace {
+std::string first_line(std::string s) { return one_line(std::move(s)); }
 }  // namespace
 
 std::string quote_ident(std::string_view name) {
@@ -33,6 +49,10 @@ std::string quote_ident(std::string_view name) {
 PgConnection PgConnection::open(const std::string& conninfo, bool replication) {
   std::vector<const char*> keys;
   std::vector<const char*> values;
+  // Before the user's conninfo, so that a connect_timeout there wins: an unreachable host must not
+  // hang a start or a reconnect for the kernel's TCP timeout.
+  keys.push_back("connect_timeout");
+  values.push_back("10");
   if (!conninfo.empty()) {
     keys.push_back("dbname");
     values.push_back(conninfo.c_str());
@@ -76,7 +96,7 @@ std::string PgConnection::error_message() const { return first_line(PQerrorMessa
 PgResult PgConnection::exec(const std::string& sql, ExecStatusType expected) {
   PgResult r(PQexec(conn_.get(), sql.c_str()));
   if (!r || PQresultStatus(r.get()) != expected) {
-    bool lost = PQstatus(conn_.get()) != CONNECTION_OK;
+    bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
     std::string msg = r ? first_line(PQresultErrorMessage(r.get())) : error_message();
     throw PgError(lost, msg.empty() ? error_message() : msg);
   }
@@ -90,7 +110,7 @@ PgResult PgConnection::exec_params(const std::string& sql, const std::vector<std
   PgResult r(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                           nullptr, 0));
   if (!r || PQresultStatus(r.get()) != expected) {
-    bool lost = PQstatus(conn_.get()) != CONNECTION_OK;
+    bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
     std::string msg = r ? first_line(PQresultErrorMessage(r.get())) : error_message();
     throw PgError(lost, msg.empty() ? error_message() : msg);
   }

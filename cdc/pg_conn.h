@@ -60,6 +60,9 @@ class PgConnection {
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
 };
 
+// The first line of a libpq/libpqxx error without its "ERROR:  " prefix: one log line per event.
+std::string one_line(std::string message);
+
 // Double-quotes an identifier for a replication command or SQL.
 std::string quote_ident(std::string_view name);
 

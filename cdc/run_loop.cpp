@@ -35,6 +35,9 @@ void on_signal(int) {
   }
 }
 
+// SIGTERM/SIGINT came and Redis did not store what was received within --shutdown-timeout.
+struct StopTimeout {};
+
 std::int64_t now_pg_micros() {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch());
   return unix_to_pg_micros(us.count());
@@ -60,6 +63,8 @@ class Session {
                PQgetvalue(system.get(), 0, 1), PQgetvalue(system.get(), 0, 2), PQgetvalue(system.get(), 0, 3));
     SlotKeeper slots(config_, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); });
     slots.prepare(repl_);
+    // Never report less than the slot already confirmed: an early keepalive may carry an older WAL end.
+    flushed_ = slots.confirmed_flush();
     repl_.start_copy_both(start);
     streaming_ = true;
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
@@ -155,7 +160,9 @@ class Session {
     fds[n++] = {writer_.fd(),
                 static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
     fds[n++] = {g_wake_pipe[0], POLLIN, 0};
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count();
+    // Before streaming there are no status deadlines: wait for Redis (or a signal) alone.
+    auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
+                           : 1000L;
     int timeout = static_cast<int>(std::clamp<long>(wait, 0, 1000));
     int r = ::poll(fds, n, timeout);
     if (r < 0) {
@@ -178,9 +185,7 @@ class Session {
   // (and wal_sender_timeout) satisfied however slow Redis is.
   void wait_until(const std::function<bool()>& done) {
     while (!done()) {
-      if (g_stop && Clock::now() > stop_deadline()) {
-        throw PgError(true, "stopping: Redis did not acknowledge in time");
-      }
+      if (g_stop && Clock::now() > stop_deadline()) throw StopTimeout();
       poll_once(false);
     }
   }
@@ -245,19 +250,29 @@ bool stop_requested() { return g_stop; }
 
 int run(const Config& config) {
   auto backoff = std::chrono::milliseconds(100);
+  bool last_was_conflict = false;
   while (!g_stop) {
     auto started = Clock::now();
     try {
       Session session(config);
       session.run();
       return 0;
+    } catch (const StopTimeout&) {
+      log::error("stopped before Redis stored everything received (--shutdown-timeout); nothing is lost: "
+                 "PostgreSQL resends it at the next start");
+      return 1;
     } catch (const RedisError& e) {
-      if (!e.transient()) {
+      // A stream ahead of us once may be the previous connection's last chunk landing late (Redis was
+      // stalled when we reconnected): look again once before calling it another writer.
+      bool conflict = e.kind() == RedisError::Kind::Conflict;
+      if (!e.transient() && !(conflict && !last_was_conflict)) {
         log::error("{}", e.what());
         return 1;
       }
+      last_was_conflict = conflict;
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
     } catch (const PgError& e) {
+      last_was_conflict = false;
       if (!e.transient()) {
         log::error("{}", e.what());
         return 1;

@@ -127,7 +127,7 @@ void prepare_source(const Config& config) {
     warn_missing_identity(tx, config);
     ensure_slot(tx, config);
   } catch (const pqxx::broken_connection& e) {
-    throw PgError(true, fmt::format("lost the PostgreSQL connection during setup: {}", e.what()));
+    throw PgError(true, fmt::format("lost the PostgreSQL connection during setup: {}", one_line(e.what())));
   } catch (const pqxx::sql_error& e) {
     std::string msg = e.what();
     if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);

@@ -78,6 +78,14 @@ bool SlotKeeper::slot_exists() {
   return PQntuples(r.get()) > 0;
 }
 
+std::uint64_t SlotKeeper::confirmed_flush() {
+  auto sql = PgConnection::open(config_.pg, false);
+  auto r = sql.exec_params("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", {config_.slot},
+                           PGRES_TUPLES_OK);
+  if (PQntuples(r.get()) == 0 || PQgetisnull(r.get(), 0, 0)) return 0;
+  return copy::parse_lsn(PQgetvalue(r.get(), 0, 0));
+}
+
 void SlotKeeper::drop_slot() {
   auto sql = PgConnection::open(config_.pg, false);
   sql.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",

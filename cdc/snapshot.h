@@ -26,6 +26,8 @@ class SlotKeeper {
   // slot; an interrupted publication is finished. `repl` is the replication connection that will
   // then START_REPLICATION (the exported snapshot lives as long as it stays idle).
   void prepare(PgConnection& repl);
+  // The slot's confirmed_flush_lsn as PostgreSQL has it now.
+  std::uint64_t confirmed_flush();
 
  private:
   std::string state_key() const { return config_.prefix + "snapshot:" + config_.slot; }

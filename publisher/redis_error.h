@@ -9,7 +9,8 @@ namespace walstream {
 
 class RedisError : public std::runtime_error {
  public:
-  enum class Kind { Transient, Fatal };
+  // Conflict: a stream already holds an ID at or above one we write.
+  enum class Kind { Transient, Fatal, Conflict };
   RedisError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const { return kind_; }
   bool transient() const { return kind_ == Kind::Transient; }

@@ -95,6 +95,8 @@ void StreamWriter::connect() {
   if (url.db != 0) command({"SELECT", std::to_string(url.db)}, "SELECT");
   command({"PING"}, "PING");
 
+  // A Redis host that vanishes without a reset is noticed by TCP keepalive, not by waiting forever.
+  redisEnableKeepAlive(ctx_.get());
   int fd = ctx_->fd;
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -291,6 +293,16 @@ void StreamWriter::handle_chunk_reply(const void* raw) {
   auto* r = static_cast<const redisReply*>(raw);
   auto& c = *inflight_;
   std::size_t step = c.replies++;
+  if (step == 0 && r->type == REDIS_REPLY_ERROR) c.multi_refused = true;
+  if (step > 0 && step <= c.commands && c.multi_refused) {
+    // Without MULTI the commands ran one by one. Stored-then-refused leaves a prefix, which the
+    // replay filter handles; refused-then-stored leaves a hole it would step over.
+    if (r->type == REDIS_REPLY_ERROR) {
+      c.refused_outside_multi = true;
+    } else if (c.refused_outside_multi) {
+      c.hole = true;
+    }
+  }
   if (step <= c.commands) {
     // MULTI's +OK, then +QUEUED per command; a refusal here aborts the whole EXEC.
     if (r->type == REDIS_REPLY_ERROR && c.first_error.empty()) {
@@ -310,9 +322,29 @@ void StreamWriter::finish_chunk(const void* raw) {
   auto* r = static_cast<const redisReply*>(raw);
   Chunk c = std::move(*inflight_);
   inflight_.reset();
+  if (c.hole) {
+    throw RedisError(RedisError::Kind::Fatal,
+                     fmt::format("Redis refused MULTI ({}) and then stored some of the chunk's writes after refusing "
+                                 "others: a stream may have a hole; check the streams before restarting",
+                                 c.first_error));
+  }
+  if (c.multi_refused && c.refused_outside_multi) {
+    throw RedisError(is_retryable_redis_error(c.first_error) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
+                     fmt::format("Redis refused the write: {}", c.first_error));
+  }
+  if (c.multi_refused) {
+    // Every command ran and was stored, in order, just not atomically: the chunk is acknowledged.
+    entries_written_ += c.commands;
+    if (c.ack_lsn > acked_lsn_) acked_lsn_ = c.ack_lsn;
+    return;
+  }
   if (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_NIL) {
     std::string msg = c.first_error.empty() ? std::string(r->type == REDIS_REPLY_NIL ? "EXEC aborted" : reply_text(r))
                                             : c.first_error;
+    // Refusals decided at EXEC time (OOM once the queued commands are in, READONLY after a
+    // failover) arrive wrapped: classify what is inside.
+    constexpr std::string_view wrapped = "EXECABORT Transaction discarded because of: ";
+    if (msg.rfind(wrapped, 0) == 0) msg.erase(0, wrapped.size());
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
     throw RedisError(kind, fmt::format("Redis refused the write: {}", msg));
   }
@@ -330,7 +362,7 @@ void StreamWriter::finish_chunk(const void* raw) {
     const auto& key = streams_[cmd.stream].key;
     if (msg.find("equal or smaller") != std::string_view::npos) {
       // Our IDs only grow and replays are filtered, so another writer has used this stream.
-      throw RedisError(RedisError::Kind::Fatal,
+      throw RedisError(RedisError::Kind::Conflict,
                        fmt::format("stream {} already holds an entry at or above {}: another writer uses it; "
                                    "walstream will not skip or reorder (delete the stream or use another --prefix)",
                                    key, cmd.id.str()));

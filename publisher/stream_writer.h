@@ -93,6 +93,9 @@ class StreamWriter {
     std::uint64_t ack_lsn = 0;
     std::size_t replies = 0;
     std::string first_error;
+    bool multi_refused = false;          // MULTI itself got an error: the commands ran one by one
+    bool refused_outside_multi = false;  // …and one of them was refused
+    bool hole = false;                   // …and a later one was stored after it
   };
   struct Expected {
     enum Kind { Hwm, Chunk } kind;

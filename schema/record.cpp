@@ -122,7 +122,10 @@ std::span<const Field> RecordBuilder::update(const TableInfo& t, const TxnContex
 std::span<const Field> RecordBuilder::remove(const TableInfo& t, const TxnContext& tx, std::string_view lsn,
                                              char old_kind, std::span<const Cell> old_row) {
   begin("d", t, tx, lsn);
-  if (t.has_key && write_key(t, old_row)) add("key", key_);
+  // A primary key outside a USING INDEX identity is not in the old tuple (its columns come as
+  // NULLs): leave `key` out rather than name the row by values PostgreSQL did not send.
+  bool key_sent = old_kind == 'O' || t.key_in_identity;
+  if (t.has_key && key_sent && write_key(t, old_row)) add("key", key_);
   write_row(before_, t, old_row, old_kind == 'K');
   add("before", before_);
   return {fields_.data(), count_};

@@ -22,6 +22,7 @@ std::uint64_t fnv1a(std::string_view s) {
 void finalize_table(TableInfo& table, const std::vector<std::string>& primary_key) {
   table.qualified = table.schema + "." + table.name;
   table.has_key = false;
+  table.key_in_identity = true;
   for (auto& col : table.columns) {
     if (!primary_key.empty()) {
       col.key = std::find(primary_key.begin(), primary_key.end(), col.name) != primary_key.end();
@@ -30,6 +31,7 @@ void finalize_table(TableInfo& table, const std::vector<std::string>& primary_ke
       col.key = table.replident == 'i' && col.identity;
     }
     table.has_key = table.has_key || col.key;
+    if (col.key && !col.identity) table.key_in_identity = false;
   }
 
   JsonBuffer buf;

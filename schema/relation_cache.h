@@ -30,6 +30,7 @@ struct TableInfo {
   char replident = 'd';
   std::vector<ColumnInfo> columns;
   bool has_key = false;
+  bool key_in_identity = false;  // every key column is sent in a 'K' old tuple
   std::string version;        // schema version id: a hash of registry_json
   std::string registry_json;  // {"table":…,"columns":[…]}
 };

@@ -163,3 +163,20 @@ TEST(Record, RegistryJsonAndVersionAreStableAndFollowTheColumns) {
   finalize_table(b, {"id"});
   EXPECT_NE(a.version, b.version);
 }
+
+TEST(Record, DeleteOmitsAPrimaryKeyTheIndexIdentityDoesNotSend) {
+  // PRIMARY KEY (id) with REPLICA IDENTITY USING INDEX on a unique (email): a delete's 'K' tuple
+  // carries email only, and id arrives as 'n'.
+  TableInfo t;
+  t.schema = "public";
+  t.name = "accounts";
+  t.replident = 'i';
+  t.columns = {column("id", 23, "integer", TypeKind::Integer), column("email", 25, "text", TypeKind::Text, true)};
+  finalize_table(t, {"id"});
+  EXPECT_FALSE(t.key_in_identity);
+  RecordBuilder b;
+  std::vector<Cell> old_key = {null(), text("a@x.io")};
+  auto f = as_map(b.remove(t, kTxn, "0/1", 'K', old_key));
+  EXPECT_FALSE(f.count("key"));
+  EXPECT_EQ(f["before"], R"({"email":"a@x.io"})");
+}
