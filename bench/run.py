@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """walstream benchmark: drain throughput against pg_recvlogical, live latency, growth with backlog size.
 
-    bench/run.py [--scale N] [--sizes 300000,1200000] [--out bench/results.json] [--bin PATH] [--reps 3]
+    bench/run.py [--scale N] [--sizes 300000,1200000] [--out bench/results.json] [--bin PATH] [--probe PATH] [--reps 3]
 
 What it does (see the "Benchmark" section of README.md):
-  1. builds walstream in Release into build-release/ (unless --bin is given);
+  1. builds walstream and bench/latency_probe in Release into build-release/ (unless --bin is given);
   2. starts a private PostgreSQL 15 and Redis 7 with scripts/servers.sh in a temporary folder
      (Redis with appendonly no), and stops them at the end whatever happens;
   3. for each backlog size: in a fresh database, creates the publication and a pgoutput slot first,
@@ -13,7 +13,9 @@ What it does (see the "Benchmark" section of README.md):
      exactly from the slot; then pg_recvlogical and walstream alternately drain an identical copy of
      the slot (pg_copy_logical_replication_slot), --reps times each, and the medians are reported;
   4. latency: walstream streams a live pgbench -R 1000 run while a subscriber XREADs the four pgbench
-     streams; latency = arrival time - the entry's commit time (`ts`);
+     streams; latency = arrival time - the entry's commit time (`ts`). The subscriber is
+     bench/latency_probe (C++, built with walstream), so its own overhead stays out of the tail; a
+     Python thread stands in if the probe is not built;
   5. prints a table and writes every figure with machine information to a JSON file.
 
 Only loopback addresses are used; every subprocess is bounded by a timeout. Not a test: nothing here
@@ -681,36 +683,150 @@ def parse_ts(raw):
     return datetime.datetime.fromisoformat(s).timestamp()
 
 
-def latency(binary, srv, db, logdir, live, rate, seconds):
+def nearest_rank(sorted_ms, q):
+    n = len(sorted_ms)
+    return round(sorted_ms[min(n - 1, max(0, math.ceil(q * n) - 1))], 3) if n else None
+
+
+class ProbeSubscriber:
+    """The latency subscriber: bench/latency_probe (C++, hiredis), so that the reader's own overhead
+    (a Python thread's GIL, parsing, scheduling) stays out of the measured tail. It XREADs the streams
+    from their current end (here, from their first entry: they do not exist yet), takes the arrival
+    time right after each reply and, at SIGTERM, reads what the streams already hold and prints its
+    figures as JSON. `dump`: a file for one "arrival commit latency_ms" line per entry."""
+
+    name = "latency_probe"
+
+    def __init__(self, probe, port, keys, seconds, logfile, dump=None):
+        self.cmd = [probe, "--port", str(port), "--streams", ",".join(keys),
+                    "--seconds", str(seconds + 300)]  # a bound only: finish() stops it with SIGTERM
+        if dump:
+            self.cmd += ["--out", dump]
+        self.logfile = logfile
+        self.proc = None
+        self._log = None
+        self.result = None
+
+    def _err(self):
+        try:
+            return Path(self.logfile).read_text(errors="replace").strip()[-2000:]
+        except OSError:
+            return ""
+
+    def start(self):
+        self._log = open(self.logfile, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
+        deadline = time.monotonic() + 30
+        while "ready" not in self._err().splitlines():  # last IDs resolved, XREAD loop next
+            if self.proc.poll() is not None:
+                raise BenchError(f"latency_probe exited with {self.proc.returncode}: {self._err()}")
+            if time.monotonic() > deadline:
+                raise BenchError("latency_probe not ready within 30 s")
+            time.sleep(0.01)
+
+    def finish(self, total):
+        """Stops the probe once the streams hold all `total` entries: it reads those still unread first."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired as e:
+            raise BenchError("latency_probe did not stop within 60 s of SIGTERM") from e
+        if self.proc.returncode != 0:
+            raise BenchError(f"latency_probe exit {self.proc.returncode}: {self._err()}")
+        try:
+            self.result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError) as e:
+            raise BenchError(f"latency_probe printed no JSON: {out[-500:]!r}") from e
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def figures(self):
+        x = self.result
+        return {"entries_received": x["count"], "entries_without_ts": x["skipped"], "subscriber_cpu_s": x["cpu_s"],
+                **{k: x[k] for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "min_ms")}}
+
+
+class PythonSubscriber:
+    """The fallback when bench/latency_probe is not built: a Python thread blocked in XREAD. Its own
+    overhead (GIL, parsing, scheduling) shows in the tail; the JSON says which subscriber measured."""
+
+    name = "python"
+
+    def __init__(self, port, keys, dump=None):
+        self.port, self.keys, self.dump = port, keys, dump
+        self.arrivals = []  # (arrival time, ts field)
+        self.errors = []
+        self.cpu = []
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        rs = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30)
+        last = {k: "0-0" for k in self.keys}
+        try:
+            while not self._stop.is_set():
+                resp = rs.xread(last, count=5000, block=200)
+                now = time.time()
+                for key, entries in resp or []:
+                    for eid, fields in entries:
+                        self.arrivals.append((now, fields[b"ts"]))
+                    last[key.decode()] = entries[-1][0].decode()
+        except Exception as e:  # reported after the run
+            self.errors.append(repr(e))
+        finally:
+            self.cpu.append(time.thread_time())
+            rs.close()
+
+    def start(self):
+        self._th.start()
+
+    def finish(self, total):
+        deadline = time.monotonic() + 60
+        while len(self.arrivals) < total and time.monotonic() < deadline and self._th.is_alive():
+            time.sleep(0.05)
+        self.close()
+        if self.errors:
+            raise BenchError(f"latency subscriber failed: {self.errors[0]}")
+
+    def close(self):
+        self._stop.set()
+        if self._th.is_alive():
+            self._th.join(10)
+
+    def figures(self):
+        lat_ms = sorted((now - parse_ts(ts)) * 1000.0 for now, ts in self.arrivals)
+        if self.dump:
+            with open(self.dump, "w") as f:
+                for now, ts in self.arrivals:
+                    f.write(f"{now:.6f} {parse_ts(ts):.6f} {(now - parse_ts(ts)) * 1000.0:.3f}\n")
+        return {"entries_received": len(lat_ms), "entries_without_ts": 0,
+                "subscriber_cpu_s": round(self.cpu[0], 3) if self.cpu else None,
+                "p50_ms": nearest_rank(lat_ms, 0.50), "p90_ms": nearest_rank(lat_ms, 0.90),
+                "p99_ms": nearest_rank(lat_ms, 0.99), "p999_ms": nearest_rank(lat_ms, 0.999),
+                "max_ms": round(lat_ms[-1], 3) if lat_ms else None, "min_ms": round(lat_ms[0], 3) if lat_ms else None}
+
+
+def latency(binary, probe, srv, db, logdir, live, rate, seconds):
     conn = srv.connect(db)
     slot, prefix = "lat", "lat:"
     q1(conn, "SELECT lsn FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     ws = Walstream(binary, srv, db, slot, prefix, str(logdir / "latency.log"))
     live.append(ws)
     keys = [prefix + t for t in PGBENCH_TABLES]
-    arrivals = []  # (arrival time, ts field)
-    stop = threading.Event()
-    errors = []
-    sub_cpu = []
-
-    def subscriber():
-        rs = redis.Redis(host="127.0.0.1", port=srv.redis_port, socket_timeout=30)
-        last = {k: "0-0" for k in keys}
-        try:
-            while not stop.is_set():
-                resp = rs.xread(last, count=5000, block=200)
-                now = time.time()
-                for key, entries in resp or []:
-                    for eid, fields in entries:
-                        arrivals.append((now, fields[b"ts"]))
-                    last[key.decode()] = entries[-1][0].decode()
-        except Exception as e:  # reported after the run
-            errors.append(repr(e))
-        finally:
-            sub_cpu.append(time.thread_time())
-            rs.close()
-
-    th = threading.Thread(target=subscriber, daemon=True)
+    # for a closer look: "arrival commit latency_ms" per entry, times in epoch seconds
+    dump = os.environ.get("BENCH_LATENCY_DUMP")
+    if probe and os.access(probe, os.X_OK):
+        sub = ProbeSubscriber(probe, srv.redis_port, keys, seconds, str(logdir / "latency_probe.log"), dump)
+    else:
+        log(f"latency: no latency_probe binary{f' at {probe}' if probe else ''}; falling back to the Python "
+            "subscriber, whose own overhead inflates the tail")
+        sub = PythonSubscriber(srv.redis_port, keys, dump)
     try:
         ws.start()
         # wait until walstream streams (its slot is active) before the load starts
@@ -719,48 +835,37 @@ def latency(binary, srv, db, logdir, live, rate, seconds):
             if not ws.alive() or time.monotonic() > deadline:
                 raise BenchError(f"walstream did not start streaming; log {ws.logfile}")
             time.sleep(0.05)
-        th.start()
+        sub.start()
         cpu0 = proc_cpu_s(ws.proc.pid)
-        log(f"latency: pgbench -c 2 -R {rate} -T {seconds} -n")
+        log(f"latency: pgbench -c 2 -R {rate} -T {seconds} -n, subscriber {sub.name}")
         p = run(["pgbench", "-n", "-c", "2", "-j", "2", "-R", str(rate), "-T", str(seconds)], timeout=seconds + 120,
                 env=srv.proc_env(db))
         end_lsn = q1(conn, "SELECT pg_current_wal_lsn()")
         wait_slot(conn, slot, end_lsn, ws, 120)
+        # walstream confirms only what Redis acknowledged: the streams hold every entry now
         r = srv.redis()
         total = sum(r.xlen(k) for k in keys)
         r.close()
-        deadline = time.monotonic() + 60
-        while len(arrivals) < total and time.monotonic() < deadline and th.is_alive():
-            time.sleep(0.05)
+        sub.finish(total)
         sample = ws.sample()
         cpu = sample["cpu_s"] - cpu0
     finally:
-        stop.set()
-        if th.is_alive():
-            th.join(10)
+        sub.close()
         rc = ws.stop()
         live.remove(ws)
     drop_slot(conn, slot)
     conn.close()
-    if errors:
-        raise BenchError(f"latency subscriber failed: {errors[0]}")
     if rc != 0:
         raise BenchError(f"walstream exit {rc} after SIGTERM; log {ws.logfile}")
-    lat_ms = sorted((now - parse_ts(ts)) * 1000.0 for now, ts in arrivals)
+    figures = sub.figures()
+    if figures["entries_received"] != total or figures["entries_without_ts"]:
+        log(f"latency: the subscriber received {figures['entries_received']} entries "
+            f"({figures['entries_without_ts']} without a readable ts), the streams hold {total}")
     processed = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
     tps = re.search(r"tps = ([0-9.]+)", p.stdout)
     pg_lat = re.search(r"latency average = ([0-9.]+) ms", p.stdout)
     pg_lag = re.search(r"schedule lag: avg ([0-9.]+) \(max ([0-9.]+)\) ms", p.stdout)
-    n = len(lat_ms)
-
-    def pct(q):
-        return round(lat_ms[min(n - 1, max(0, math.ceil(q * n) - 1))], 2) if n else None
-
     lines = ws.log_lines()
-    if os.environ.get("BENCH_LATENCY_DUMP"):  # for a closer look: "arrival commit" per entry, epoch seconds
-        with open(os.environ["BENCH_LATENCY_DUMP"], "w") as f:
-            for now, ts in arrivals:
-                f.write(f"{now:.6f} {parse_ts(ts):.6f}\n")
     return {
         "rate_tps_requested": rate,
         "seconds": seconds,
@@ -768,14 +873,9 @@ def latency(binary, srv, db, logdir, live, rate, seconds):
         "pgbench_transactions": int(processed.group(1)) if processed else None,
         "pgbench_latency_avg_ms": float(pg_lat.group(1)) if pg_lat else None,
         "pgbench_schedule_lag_avg_ms": float(pg_lag.group(1)) if pg_lag else None,
-        "subscriber_cpu_s": round(sub_cpu[0], 3) if sub_cpu else None,
+        "subscriber": sub.name,
         "entries_in_redis": total,
-        "entries_received": n,
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-        "max_ms": round(lat_ms[-1], 2) if n else None,
-        "min_ms": round(lat_ms[0], 2) if n else None,
+        **figures,
         "walstream_cpu_s": round(cpu, 3),
         "walstream_cpu_pct_of_one_core": round(100 * cpu / seconds, 1),
         "walstream_peak_rss_mb": round(sample["peak_rss_mb"], 1),
@@ -821,16 +921,27 @@ def machine_info(srv, binary):
     return info
 
 
+RELEASE_DIR = REPO / "build-release"
+PROBE_BIN = RELEASE_DIR / "bench" / "latency_probe"
+
+
 def build_release():
-    """Configures build-release/ as scripts/build.sh does (Release) and builds the walstream target."""
-    bdir = REPO / "build-release"
-    log("building walstream (Release) into build-release/")
+    """Configures build-release/ as scripts/build.sh does (Release) and builds the walstream and
+    latency_probe targets. Returns (walstream binary, latency_probe binary or None if it did not build:
+    the latency run then falls back to a Python subscriber)."""
+    bdir = RELEASE_DIR
+    log("building walstream and latency_probe (Release) into build-release/")
     run(["cmake", "-S", str(REPO), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release"], timeout=600)
     run(["cmake", "--build", str(bdir), "-j", str(os.cpu_count() or 2), "--target", "walstream"], timeout=1800)
     binary = bdir / "cdc" / "walstream"
     if not binary.exists():
         raise BenchError(f"no binary at {binary}")
-    return str(binary)
+    p = run(["cmake", "--build", str(bdir), "-j", str(os.cpu_count() or 2), "--target", "latency_probe"],
+            timeout=600, check=False)
+    if p.returncode != 0 or not PROBE_BIN.exists():
+        log(f"latency_probe did not build (exit {p.returncode}): {(p.stdout + p.stderr).strip()[-300:]}")
+        return str(binary), None
+    return str(binary), str(PROBE_BIN)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -867,8 +978,9 @@ def table(results):
     lat = results.get("latency")
     if lat:
         lines.append(f"latency (pgbench -R {lat['rate_tps_requested']} -T {lat['seconds']}, achieved {lat['pgbench_tps']:.0f} tps): "
-                     f"{lat['entries_received']:,} entries, p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-                     f"max {lat['max_ms']} ms; walstream {lat['walstream_cpu_pct_of_one_core']}% of a core, "
+                     f"{lat['entries_received']:,} entries read by {lat['subscriber']}, p50 {lat['p50_ms']} ms, "
+                     f"p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
+                     f"walstream {lat['walstream_cpu_pct_of_one_core']}% of a core, "
                      f"peak RSS {lat['walstream_peak_rss_mb']} MB")
     return "\n".join(lines)
 
@@ -883,6 +995,10 @@ def main():
                          "thirds of each size come from pgbench -i (scale 2 and 8 by default)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results.json"), help="JSON output (default bench/results.json)")
     ap.add_argument("--bin", default=None, help="walstream binary to use instead of building build-release/")
+    ap.add_argument("--probe", default=None,
+                    help="latency_probe binary for the latency run (default: the one built into build-release/; "
+                         "with --bin, build-release/bench/latency_probe if it exists; without one, a Python "
+                         "subscriber measures)")
     ap.add_argument("--reps", type=int, default=3, help="drains per contender and backlog (default 3; medians reported)")
     ap.add_argument("--latency-rate", type=int, default=1000, help="pgbench -R for the latency run (default 1000)")
     ap.add_argument("--latency-seconds", type=int, default=15, help="pgbench -T for the latency run (default 15)")
@@ -893,14 +1009,21 @@ def main():
         ap.error("--sizes needs at least one size of 1000 changes or more")
 
     t_start = time.perf_counter()
-    binary = args.bin and str(Path(args.bin).resolve()) or build_release()
+    if args.bin:
+        binary = str(Path(args.bin).resolve())
+        probe = str(PROBE_BIN) if PROBE_BIN.exists() else None
+    else:
+        binary, probe = build_release()
+    if args.probe:
+        probe = str(Path(args.probe).resolve())
     tmp = Path(tempfile.mkdtemp(prefix="walstream-bench-"))
     os.chmod(tmp, 0o755)  # PostgreSQL runs as postgres when we are root
     srv = Servers(tmp)
     live = []  # walstream processes to stop on the way out
     ok = False
     results = {"config": {"sizes": sizes, "scale": args.scale, "reps": args.reps, "binary": binary,
-                          "latency_rate": args.latency_rate, "latency_seconds": args.latency_seconds,
+                          "latency_probe": probe, "latency_rate": args.latency_rate,
+                          "latency_seconds": args.latency_seconds,
                           "redis_appendonly": "no", "poll_interval_s": POLL_S, "status_interval_s": 0.1},
                "backlogs": []}
 
@@ -946,7 +1069,7 @@ def main():
                 "walstream_peak_rss_ratio": sb["walstream"]["peak_rss_mb"] / sa["walstream"]["peak_rss_mb"],
             }
         # Latency on the first backlog's database: its pgbench tables are there, its slots are gone.
-        results["latency"] = latency(binary, srv, results["backlogs"][0]["database"], logdir, live,
+        results["latency"] = latency(binary, probe, srv, results["backlogs"][0]["database"], logdir, live,
                                      args.latency_rate, args.latency_seconds)
         r.close()
         warnings = {}

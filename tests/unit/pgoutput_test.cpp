@@ -89,7 +89,10 @@ std::string show(const Tuple& t) {
   for (const Value& v : t) {
     if (!s.empty()) s += '|';
     s += static_cast<char>(v.kind);
-    if (v.kind == ValueKind::Text || v.kind == ValueKind::Binary) s += ":" + std::string(v.data);
+    if (v.kind == ValueKind::Text || v.kind == ValueKind::Binary) {
+      s += ':';
+      s.append(v.data);
+    }
   }
   return s;
 }
@@ -388,7 +391,9 @@ std::size_t error_offset(const std::string& bytes) {
 }
 
 std::string with(std::string bytes, std::size_t at, std::string_view replacement) {
-  return bytes.replace(at, replacement.size(), replacement);
+  if (at + replacement.size() > bytes.size()) bytes.resize(at + replacement.size());
+  std::copy(replacement.begin(), replacement.end(), bytes.begin() + static_cast<std::ptrdiff_t>(at));
+  return bytes;
 }
 
 const std::string& captured(std::size_t n, std::size_t i) { return step(n).lines.at(i)->bytes; }
