@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """walstream benchmark: drain throughput against pg_recvlogical, live latency, growth with backlog size.
 
-    bench/run.py [--scale N] [--sizes 300000,1200000] [--out bench/results.json] [--bin PATH] [--probe PATH] [--reps 3]
+    bench/run.py [--scale N] [--sizes 600000,2400000] [--out bench/results.json] [--bin PATH] [--probe PATH] [--reps 3]
 
 What it does (see the "Benchmark" section of README.md):
   1. builds walstream and bench/latency_probe in Release into build-release/ (unless --bin is given);
@@ -273,7 +273,7 @@ CREATE TABLE bench_wide (
 
 WIDE_INSERT = """
 INSERT INTO bench_wide
-SELECT g, md5(g::text)::uuid, g %% 100000, (g %% 1000)::int2, g * 7919, (g %% 100000) / 100.0, g * 1.000001,
+SELECT g, md5(g::text)::uuid, g %% 100000, (g %% 1000)::int2, g::bigint * 7919, (g %% 100000) / 100.0, g * 1.000001,
        g / 7.0, (g %% 1000) / 3.0, g %% 2 = 0, g %% 3 = 0,
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', clock_timestamp(),
        date '2024-01-01' + (g %% 365), 'title ' || g,
@@ -988,11 +988,11 @@ def table(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="300000,1200000",
-                    help="approximate changes per backlog, comma-separated (default 300000,1200000)")
+    ap.add_argument("--sizes", default="600000,2400000",
+                    help="approximate changes per backlog, comma-separated (default 600000,2400000: pgbench scale 4 and 16)")
     ap.add_argument("--scale", type=int, default=None,
                     help="pgbench scale of the first backlog (later ones scale with their size); default: two "
-                         "thirds of each size come from pgbench -i (scale 2 and 8 by default)")
+                         "thirds of each size come from pgbench -i (scale 4 and 16 by default)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results.json"), help="JSON output (default bench/results.json)")
     ap.add_argument("--bin", default=None, help="walstream binary to use instead of building build-release/")
     ap.add_argument("--probe", default=None,
