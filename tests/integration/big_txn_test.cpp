@@ -45,9 +45,7 @@ std::string field_of(const std::vector<std::string>& flat, const std::string& na
   return "<absent>";
 }
 
-bool walsender_active(const Scope& s) {
-  return s.query_one(fmt::format("SELECT active FROM pg_replication_slots WHERE slot_name = '{}'", s.slot)) == "t";
-}
+bool walsender_active(const Scope& s) { return s.streaming(); }
 
 const char* kInsert = "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000000) g";
 

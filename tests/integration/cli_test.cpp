@@ -19,9 +19,7 @@ using namespace harness;
 
 namespace {
 
-bool streaming(const Scope& s) {
-  return s.query_one("SELECT active FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'") == "t";
-}
+bool streaming(const Scope& s) { return s.streaming(); }
 
 std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
   args.insert(args.end(), more.begin(), more.end());

@@ -36,9 +36,7 @@ const char* kSchema = R"(
   ALTER TABLE orders REPLICA IDENTITY FULL;
 )";
 
-bool streaming(const Scope& s) {
-  return s.query_one("SELECT active FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'") == "t";
-}
+bool streaming(const Scope& s) { return s.streaming(); }
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;

@@ -58,9 +58,7 @@ std::streamoff file_size(const std::string& path) {
   return in ? static_cast<std::streamoff>(in.tellg()) : 0;
 }
 
-bool walsender_active(const Scope& s) {
-  return s.query_one(fmt::format("SELECT active FROM pg_replication_slots WHERE slot_name = '{}'", s.slot)) == "t";
-}
+bool walsender_active(const Scope& s) { return s.streaming(); }
 
 // Inserts rows 1..n into `table` (id int primary key), one transaction each, from its own thread.
 // Survives server restarts: on any error it reconnects and retries the same row with ON CONFLICT DO

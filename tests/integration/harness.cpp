@@ -408,6 +408,14 @@ bool Scope::caught_up() const {
   return v == "t";
 }
 
+bool Scope::streaming() const {
+  auto v = harness::query_one(conninfo, fmt::format("SELECT count(*) FROM pg_replication_slots r JOIN pg_stat_replication w "
+                                                    "ON w.pid = r.active_pid WHERE r.slot_name = '{}' AND w.state IN "
+                                                    "('catchup', 'streaming')",
+                                                    slot));
+  return v == "1";
+}
+
 long peak_rss_kb(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));
   std::string line;

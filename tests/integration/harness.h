@@ -117,6 +117,9 @@ struct Scope {
   std::string query_one(const std::string& select) const { return harness::query_one(conninfo, select); }
   // The slot's confirmed_flush_lsn reached the current WAL insert position.
   bool caught_up() const;
+  // walstream has started replication on the slot (walsender past 'startup'): every transaction
+  // committed from now on is streamed. Before that, one may still fall into the initial snapshot.
+  bool streaming() const;
 };
 
 // RSS high-water mark of a process in kB (VmHWM), or -1.

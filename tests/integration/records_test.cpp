@@ -20,9 +20,7 @@ using namespace harness;
 
 namespace {
 
-bool streaming(const Scope& s) {
-  return s.query_one("SELECT active FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'") == "t";
-}
+bool streaming(const Scope& s) { return s.streaming(); }
 
 std::uint64_t parse_lsn(const std::string& text) {
   auto slash = text.find('/');

@@ -9,7 +9,7 @@ TEST(Smoke, InsertUpdateDeleteArriveInOrder) {
   Scope s;
   s.sql("CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL)");
   Walstream w(s.args());
-  ASSERT_TRUE(wait_until([&] { return s.query_one("SELECT count(*) FROM pg_stat_replication") == "1"; }))
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); }))
       << w.log();
   s.sql("INSERT INTO users VALUES (1, 'a@example.com'); UPDATE users SET email = 'b@example.com' WHERE id = 1; "
         "DELETE FROM users WHERE id = 1");

@@ -19,9 +19,7 @@ using namespace harness;
 
 namespace {
 
-bool streaming(const Scope& s) {
-  return s.query_one("SELECT active FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'") == "t";
-}
+bool streaming(const Scope& s) { return s.streaming(); }
 
 // The JSON lines of a child's output (stdout and stderr share the file); only complete lines.
 std::vector<std::string> json_lines(const std::string& output) {

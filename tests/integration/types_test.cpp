@@ -14,9 +14,7 @@ using namespace harness;
 
 namespace {
 
-bool streaming(const Scope& s) {
-  return s.query_one("SELECT active FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'") == "t";
-}
+bool streaming(const Scope& s) { return s.streaming(); }
 
 // Splits a JSON object's text into its top-level members, keeping each value's text exactly as
 // written (so `1.50` and `1.5` differ). Returns false on text that is not an object.
