@@ -119,8 +119,10 @@ class Session {
 
   bool idle() const { return !pipeline_.in_transaction() && !writer_.in_flight() && writer_.chunk_empty(); }
 
+  // Chunks leave at transaction boundaries (a full chunk leaves from the pipeline at once), so a
+  // transaction that fits is applied by Redis as one MULTI/EXEC and subscribers see it whole.
   void maybe_send_chunk() {
-    if (!writer_.in_flight() && !writer_.chunk_empty()) writer_.send_chunk();
+    if (!writer_.in_flight() && !writer_.chunk_empty() && !pipeline_.in_transaction()) writer_.send_chunk();
   }
 
   std::uint64_t flush_position() {
@@ -200,9 +202,10 @@ class Session {
 
   void shutdown() {
     log::info("stopping: storing what was received");
-    maybe_send_chunk();
+    // A transaction cut short by the stop is stored as far as it came; PostgreSQL resends it whole
+    // and the replay filter skips what is already there.
     wait_until([this] { return !writer_.in_flight(); });
-    maybe_send_chunk();
+    writer_.send_chunk();
     wait_until([this] { return !writer_.in_flight(); });
     maybe_send_status(true);
     while (!repl_.flush()) poll_once(false);
