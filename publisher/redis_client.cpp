@@ -111,7 +111,7 @@ RedisReply RedisClient::checked(const std::vector<std::string>& argv) {
   if (r.is_error()) {
     auto msg = std::string(r.str());
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis refused {}: {}", argv.empty() ? "" : argv[0], msg));
+    throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", url_.display(), argv.empty() ? "" : argv[0], msg));
   }
   return r;
 }

@@ -18,6 +18,8 @@ struct redisReply;
 
 namespace walstream {
 
+using RedisContextPtr = std::unique_ptr<redisContext, void (*)(redisContext*)>;
+
 // One stream entry as XRANGE/XREAD return it.
 struct StreamEntry {
   std::string id;
@@ -64,10 +66,12 @@ class RedisClient {
   RedisReply checked(const std::vector<std::string>& argv);
   // Sets the read timeout (0: none) for blocking reads such as XREAD BLOCK.
   void set_timeout(std::chrono::milliseconds timeout);
+  // Hands the connected, authenticated context over (StreamWriter drives it without blocking).
+  RedisContextPtr release() { return std::move(ctx_); }
 
  private:
   RedisUrl url_;
-  std::unique_ptr<redisContext, void (*)(redisContext*)> ctx_;
+  RedisContextPtr ctx_;
 };
 
 }  // namespace walstream

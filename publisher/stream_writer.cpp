@@ -1,5 +1,7 @@
 #include "stream_writer.h"
 
+#include "redis_client.h"
+
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 
@@ -54,47 +56,11 @@ StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_
 StreamWriter::~StreamWriter() = default;
 
 void StreamWriter::connect() {
-  const auto& url = options_.url;
-  auto ms = options_.connect_timeout.count();
-  timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
-  ctx_.reset(redisConnectWithTimeout(url.host.c_str(), url.port, tv));
-  if (!ctx_) throw RedisError(RedisError::Kind::Transient, "cannot allocate a Redis context");
-  if (ctx_->err) {
-    throw RedisError(RedisError::Kind::Transient,
-                     fmt::format("cannot connect to Redis at {}: {}", url.display(), ctx_->errstr));
-  }
-  redisSetTimeout(ctx_.get(), tv);
-
-  // The handshake is synchronous; afterwards the socket is non-blocking and driven by on_io().
-  auto command = [&](std::vector<std::string> args, const char* what) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    ReplyPtr r(static_cast<redisReply*>(
-        redisCommandArgv(ctx_.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
-    if (!r) {
-      throw RedisError(RedisError::Kind::Transient,
-                       fmt::format("Redis at {} did not answer {}: {}", url.display(), what, ctx_->errstr));
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-      auto msg = std::string(reply_text(r.get()));
-      auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-      throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", url.display(), what, msg));
-    }
-  };
-  if (!url.password.empty()) {
-    if (url.user.empty()) {
-      command({"AUTH", url.password}, "AUTH");
-    } else {
-      command({"AUTH", url.user, url.password}, "AUTH");
-    }
-  }
-  if (url.db != 0) command({"SELECT", std::to_string(url.db)}, "SELECT");
-  command({"PING"}, "PING");
-
+  // The handshake (connect, AUTH, SELECT, PING) is synchronous; afterwards the socket is
+  // non-blocking and driven by on_io().
+  RedisClient handshake(options_.url);
+  handshake.checked({"PING"});
+  ctx_ = handshake.release();
   // A Redis host that vanishes without a reset is noticed by TCP keepalive, not by waiting forever.
   redisEnableKeepAlive(ctx_.get());
   int fd = ctx_->fd;

@@ -14,12 +14,12 @@
 #include <utility>
 #include <vector>
 
+#include "redis_client.h"
 #include "redis_error.h"
 #include "redis_url.h"
 #include "resp_buffer.h"
 #include "stream_id.h"
 
-struct redisContext;
 
 namespace walstream {
 
@@ -34,7 +34,6 @@ class StreamWriter {
     std::optional<std::uint64_t> maxlen;  // XADD MAXLEN ~ N
     std::size_t chunk_bytes = 1 << 20;    // a chunk closes once its commands reach this size…
     std::size_t chunk_commands = 4096;    // …or this many commands
-    std::chrono::milliseconds connect_timeout{5000};
   };
   using Fields = std::span<const std::pair<std::string_view, std::string_view>>;
   using Handle = std::size_t;
@@ -111,7 +110,7 @@ class StreamWriter {
   [[noreturn]] void connection_lost(const char* doing);
 
   Options options_;
-  std::unique_ptr<redisContext, void (*)(redisContext*)> ctx_;
+  RedisContextPtr ctx_;
   std::vector<Stream> streams_;
   std::unordered_map<std::string, Handle> stream_index_;
   Chunk building_;
