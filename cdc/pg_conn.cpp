@@ -32,10 +32,6 @@ std::string one_line(std::string s) {
   return s;
 }
 
-namespace {
-std::string first_line(std::string s) { return one_line(std::move(s)); }
-}  // namespace
-
 std::string quote_ident(std::string_view name) {
   std::string out = "\"";
   for (char c : name) {
@@ -72,7 +68,7 @@ PgConnection PgConnection::open(const std::string& conninfo, bool replication) {
   if (!raw) throw PgError(true, "out of memory opening a PostgreSQL connection");
   PgConnection c(raw);
   if (PQstatus(raw) != CONNECTION_OK) {
-    std::string msg = first_line(PQerrorMessage(raw));
+    std::string msg = one_line(PQerrorMessage(raw));
     if (msg.find("replication role") != std::string::npos || msg.find("REPLICATION attribute") != std::string::npos) {
       throw ConfigError(fmt::format("PostgreSQL role '{}' may not start replication: grant it with ALTER ROLE {} REPLICATION",
                                     PQuser(raw), quote_ident(PQuser(raw))));
@@ -91,13 +87,13 @@ std::string PgConnection::describe() const {
   return fmt::format("{}:{}/{}", PQhost(c), PQport(c), PQdb(c));
 }
 
-std::string PgConnection::error_message() const { return first_line(PQerrorMessage(conn_.get())); }
+std::string PgConnection::error_message() const { return one_line(PQerrorMessage(conn_.get())); }
 
 PgResult PgConnection::exec(const std::string& sql, ExecStatusType expected) {
   PgResult r(PQexec(conn_.get(), sql.c_str()));
   if (!r || PQresultStatus(r.get()) != expected) {
     bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
-    std::string msg = r ? first_line(PQresultErrorMessage(r.get())) : error_message();
+    std::string msg = r ? one_line(PQresultErrorMessage(r.get())) : error_message();
     throw PgError(lost, msg.empty() ? error_message() : msg);
   }
   return r;
@@ -111,7 +107,7 @@ PgResult PgConnection::exec_params(const std::string& sql, const std::vector<std
                           nullptr, 0));
   if (!r || PQresultStatus(r.get()) != expected) {
     bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
-    std::string msg = r ? first_line(PQresultErrorMessage(r.get())) : error_message();
+    std::string msg = r ? one_line(PQresultErrorMessage(r.get())) : error_message();
     throw PgError(lost, msg.empty() ? error_message() : msg);
   }
   return r;
@@ -128,7 +124,7 @@ bool PgConnection::read_copy_row(PgBuffer& out, int& length) {
   if (n == -1) {
     PgResult r(PQgetResult(conn_.get()));
     if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
-      throw PgError(true, fmt::format("COPY failed: {}", r ? first_line(PQresultErrorMessage(r.get())) : error_message()));
+      throw PgError(true, fmt::format("COPY failed: {}", r ? one_line(PQresultErrorMessage(r.get())) : error_message()));
     }
     return false;
   }
@@ -151,7 +147,7 @@ int PgConnection::read_copy(PgBuffer& out) {
   if (n == -1) {
     // The server ended COPY: collect its final result to say why.
     PgResult r(PQgetResult(conn_.get()));
-    std::string why = r && PQresultStatus(r.get()) != PGRES_COMMAND_OK ? first_line(PQresultErrorMessage(r.get()))
+    std::string why = r && PQresultStatus(r.get()) != PGRES_COMMAND_OK ? one_line(PQresultErrorMessage(r.get()))
                                                                        : std::string("end of stream");
     throw PgError(true, fmt::format("PostgreSQL ended replication: {}", why));
   }

@@ -53,11 +53,8 @@ void ensure_publication(pqxx::nontransaction& tx, const Config& config) {
   try {
     tx.exec0(sql);
   } catch (const pqxx::sql_error& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    if (msg.rfind("ERROR:  ", 0) == 0) msg.erase(0, 8);
     throw ConfigError(fmt::format("publication '{}' does not exist and walstream cannot create it: {}",
-                                  config.publication, msg));
+                                  config.publication, one_line(e.what())));
   }
   log::info("created publication '{}' {}", config.publication,
             config.tables.empty() ? std::string("FOR ALL TABLES") : fmt::format("for {} table(s)", config.tables.size()));
@@ -116,9 +113,7 @@ void prepare_source(const Config& config) {
   try {
     conn = std::make_unique<pqxx::connection>(config.pg);
   } catch (const pqxx::broken_connection& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    throw PgError(true, fmt::format("cannot connect to PostgreSQL: {}", msg));
+    throw PgError(true, fmt::format("cannot connect to PostgreSQL: {}", one_line(e.what())));
   }
   try {
     pqxx::nontransaction tx(*conn);
@@ -129,9 +124,7 @@ void prepare_source(const Config& config) {
   } catch (const pqxx::broken_connection& e) {
     throw PgError(true, fmt::format("lost the PostgreSQL connection during setup: {}", one_line(e.what())));
   } catch (const pqxx::sql_error& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    throw PgError(false, fmt::format("setup query failed: {}", msg));
+    throw PgError(false, fmt::format("setup query failed: {}", one_line(e.what())));
   }
 }
 
