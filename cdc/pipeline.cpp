@@ -70,10 +70,7 @@ Pipeline::Target& Pipeline::target(std::uint32_t relid) {
     throw PgError(false, fmt::format("protocol error: change for relation {} before its Relation message", relid));
   }
   auto& t = it->second;
-  if (!writer_.hwm_known(t.stream)) {
-    writer_.request_hwm(t.stream);
-    wait_until_([&] { return writer_.hwm_known(t.stream); });
-  }
+  ensure_hwm(writer_, t.stream, wait_until_);
   return t;
 }
 
@@ -107,11 +104,7 @@ void Pipeline::emit(Target& t, std::span<const Field> fields) {
     t.registered = true;
   }
   writer_.add_entry(t.stream, StreamId{commit_lsn_, ++seq_}, fields);
-  if (writer_.chunk_full()) {
-    // Back-pressure: at most one chunk in flight and one being built, whatever the transaction's size.
-    wait_until_([this] { return !writer_.in_flight(); });
-    writer_.send_chunk();
-  }
+  send_if_full(writer_, wait_until_);
 }
 
 void Pipeline::on(const pgoutput::Insert& m) {

@@ -14,15 +14,12 @@
 #include "record.h"
 #include "relation_cache.h"
 #include "stream_writer.h"
+#include "writer_flow.h"
 
 namespace walstream {
 
 class Pipeline {
  public:
-  // wait_until(done) keeps the connections serviced (Redis replies, PostgreSQL status updates)
-  // until done() holds.
-  using WaitUntil = std::function<void(const std::function<bool()>&)>;
-
   Pipeline(Catalog& catalog, StreamWriter& writer, std::string prefix, WaitUntil wait_until);
 
   // One XLogData payload; data_start is the LSN of the change it carries.

@@ -204,9 +204,7 @@ class Session {
     log::info("stopping: storing what was received");
     // A transaction cut short by the stop is stored as far as it came; PostgreSQL resends it whole
     // and the replay filter skips what is already there.
-    wait_until([this] { return !writer_.in_flight(); });
-    writer_.send_chunk();
-    wait_until([this] { return !writer_.in_flight(); });
+    drain(writer_, [this](const std::function<bool()>& done) { wait_until(done); });
     maybe_send_status(true);
     while (!repl_.flush()) poll_once(false);
     repl_.end_copy();

@@ -72,32 +72,26 @@ std::string field(const PgResult& r, int row, int col) { return PQgetvalue(r.get
 SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until)
     : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)) {}
 
+PgConnection& SlotKeeper::sql() {
+  if (!sql_) sql_.emplace(PgConnection::open(config_.pg, false));
+  return *sql_;
+}
+
 bool SlotKeeper::slot_exists() {
-  auto sql = PgConnection::open(config_.pg, false);
-  auto r = sql.exec_params("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {config_.slot}, PGRES_TUPLES_OK);
+  auto r = sql().exec_params("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {config_.slot}, PGRES_TUPLES_OK);
   return PQntuples(r.get()) > 0;
 }
 
 std::uint64_t SlotKeeper::confirmed_flush() {
-  auto sql = PgConnection::open(config_.pg, false);
-  auto r = sql.exec_params("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", {config_.slot},
+  auto r = sql().exec_params("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", {config_.slot},
                            PGRES_TUPLES_OK);
   if (PQntuples(r.get()) == 0 || PQgetisnull(r.get(), 0, 0)) return 0;
   return copy::parse_lsn(PQgetvalue(r.get(), 0, 0));
 }
 
 void SlotKeeper::drop_slot() {
-  auto sql = PgConnection::open(config_.pg, false);
-  sql.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+  sql().exec_params("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
                   {config_.slot}, PGRES_TUPLES_OK);
-}
-
-void SlotKeeper::drain_writer() {
-  for (;;) {
-    wait_until_([this] { return !writer_.in_flight(); });
-    if (writer_.chunk_empty()) return;
-    writer_.send_chunk();
-  }
 }
 
 void SlotKeeper::prepare(PgConnection& repl) {
@@ -148,7 +142,7 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
   // The table list, columns and row filters as the publication has them in this very snapshot.
   auto tables = conn.exec_params(
       "SELECT c.oid, pt.schemaname, pt.tablename, c.relreplident, greatest(c.reltuples, 0)::bigint, "
-      "       coalesce(pt.rowfilter, ''), now() "
+      "       coalesce(pt.rowfilter, ''), (extract(epoch FROM now()) * 1000000)::bigint "
       "FROM pg_publication_tables pt "
       "JOIN pg_namespace n ON n.nspname = pt.schemaname "
       "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
@@ -174,9 +168,7 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
     std::string rowfilter = field(tables, t, 5);
     if (t == 0) {
       // now() inside the snapshot's transaction: the time the copy started.
-      std::string ts = field(tables, t, 6);
-      txn.ts = ts.size() >= 19 ? ts.substr(0, 10) + "T" + ts.substr(11) : ts;
-      if (txn.ts.size() >= 3 && txn.ts.compare(txn.ts.size() - 3, 3, "+00") == 0) txn.ts.replace(txn.ts.size() - 3, 3, "Z");
+      txn.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(field(tables, t, 6))));
     }
     auto cols = conn.exec_params(
         "SELECT a.attname, a.atttypid, a.atttypmod, coalesce(a.attnum = ANY(i.indkey), false) "
@@ -198,13 +190,11 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
     }
     catalog_.describe(table);
 
-    std::string target = config_.prefix + table.qualified;
     std::string staging = config_.prefix + "staging:" + table.qualified;
     redis.checked({"DEL", staging});
     redis.checked({"SADD", staging_set(), staging});
     auto stream = writer_.stream(staging);
-    writer_.request_hwm(stream);
-    wait_until_([&] { return writer_.hwm_known(stream); });
+    ensure_hwm(writer_, stream, wait_until_);
     writer_.add_hset(config_.prefix + "schema:" + table.qualified, table.version, table.registry_json);
 
     std::string from = quote_ident(table.schema) + "." + quote_ident(table.name);
@@ -229,20 +219,15 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
       }
       writer_.add_entry(stream, StreamId{id_ms, static_cast<std::uint64_t>(++n)},
                         builder.snapshot(table, txn, lsn_text, cells));
-      if (writer_.chunk_full()) {
-        // Bounded memory whatever the table's size: wait for the chunk in flight before building more.
-        wait_until_([this] { return !writer_.in_flight(); });
-        writer_.send_chunk();
-      }
+      send_if_full(writer_, wait_until_);
       progress.advance(n);
     }
     progress.done();
-    (void)target;
   }
   conn.exec("COMMIT", PGRES_COMMAND_OK);
   // The copy is complete only when Redis holds all of it: the state moves in the last chunk.
   writer_.add_hset(state_key(), "status", "publishing");
-  drain_writer();
+  drain(writer_, wait_until_);
 }
 
 void SlotKeeper::publish(RedisClient& redis) {
@@ -258,8 +243,7 @@ void SlotKeeper::publish(RedisClient& redis) {
     }
     // The stream holds entries of an earlier slot: append after them, resuming by high-water mark.
     auto stream = writer_.stream(target);
-    writer_.request_hwm(stream);
-    wait_until_([&] { return writer_.hwm_known(stream); });
+    ensure_hwm(writer_, stream, wait_until_);
     std::string start = "-";
     for (;;) {
       auto batch = redis.checked({"XRANGE", staging, start, "+", "COUNT", "1000"}).entries();
@@ -270,13 +254,10 @@ void SlotKeeper::publish(RedisClient& redis) {
         auto id = parse_stream_id(entry.id);
         if (!id) throw RedisError(RedisError::Kind::Fatal, fmt::format("bad entry ID {} in {}", entry.id, staging));
         writer_.add_entry(stream, *id, fields);
-        if (writer_.chunk_full()) {
-          wait_until_([this] { return !writer_.in_flight(); });
-          writer_.send_chunk();
-        }
+        send_if_full(writer_, wait_until_);
         start = "(" + entry.id;
       }
-      drain_writer();
+      drain(writer_, wait_until_);
     }
     redis.checked({"DEL", staging});
   }

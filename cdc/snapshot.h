@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "catalog.h"
@@ -12,13 +13,12 @@
 #include "pg_conn.h"
 #include "redis_client.h"
 #include "stream_writer.h"
+#include "writer_flow.h"
 
 namespace walstream {
 
 class SlotKeeper {
  public:
-  using WaitUntil = std::function<void(const std::function<bool()>&)>;
-
   SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until);
 
   // Makes sure the slot exists and any snapshot it owes is complete before streaming starts:
@@ -32,17 +32,18 @@ class SlotKeeper {
  private:
   std::string state_key() const { return config_.prefix + "snapshot:" + config_.slot; }
   std::string staging_set() const { return state_key() + ":staging"; }
+  PgConnection& sql();
   bool slot_exists();
   void drop_slot();
   void discard(RedisClient& redis);
   void copy(RedisClient& redis, const std::string& snapshot_name, std::uint64_t consistent_point);
   void publish(RedisClient& redis);
-  void drain_writer();
 
   const Config& config_;
   Catalog& catalog_;
   StreamWriter& writer_;
   WaitUntil wait_until_;
+  std::optional<PgConnection> sql_;  // slot look-ups, opened on first use
 };
 
 }  // namespace walstream
