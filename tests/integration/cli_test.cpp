@@ -275,6 +275,23 @@ TEST(Cli, SecretsNeverLogged) {
   EXPECT_EQ(w.log().find("pgs3cret"), std::string::npos) << w.log();
 }
 
+// Rows 2..50 as Redis starts refusing: five single-row transactions, then one of 44 rows.
+void insert_rows_2_to_50(const Scope& s) {
+  for (int i = 2; i <= 6; ++i) s.sql(fmt::format("INSERT INTO t VALUES ({})", i));
+  s.sql("INSERT INTO t SELECT generate_series(7, 50)");
+}
+
+// Once Redis takes writes again: rows 1..50, each exactly once, in order.
+void expect_rows_1_to_50_once(const Scope& s, Walstream& w) {
+  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 50; })) << w.log();
+  sleep_ms(1500);
+  auto e = xrange(s.stream("public.t"));
+  ASSERT_EQ(e.size(), 50u) << w.log();
+  for (std::size_t i = 0; i < e.size(); ++i) {
+    EXPECT_EQ(e[i].fields.at("after"), fmt::format("{{\"id\":{}}}", i + 1));
+  }
+}
+
 // A Redis out of memory refuses the writes: walstream keeps retrying and, once Redis accepts again,
 // stores every row exactly once and in order.
 TEST(Cli, RedisOutOfMemoryIsRetriedNotDropped) {
@@ -288,8 +305,7 @@ TEST(Cli, RedisOutOfMemoryIsRetriedNotDropped) {
   RestoreRedis restore;
   redis_command({"CONFIG", "SET", "maxmemory-policy", "noeviction"});
   redis_command({"CONFIG", "SET", "maxmemory", "1"});
-  for (int i = 2; i <= 6; ++i) s.sql(fmt::format("INSERT INTO t VALUES ({})", i));
-  s.sql("INSERT INTO t SELECT generate_series(7, 50)");
+  insert_rows_2_to_50(s);
   ASSERT_TRUE(wait_until([&] { return w.log().find("OOM") != std::string::npos; }, std::chrono::seconds(15)))
       << w.log();
   sleep_ms(1500);
@@ -297,13 +313,7 @@ TEST(Cli, RedisOutOfMemoryIsRetriedNotDropped) {
   EXPECT_TRUE(w.running()) << w.log();
 
   redis_command({"CONFIG", "SET", "maxmemory", "0"});
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 50; })) << w.log();
-  sleep_ms(1500);
-  auto e = xrange(s.stream("public.t"));
-  ASSERT_EQ(e.size(), 50u) << w.log();
-  for (std::size_t i = 0; i < e.size(); ++i) {
-    EXPECT_EQ(e[i].fields.at("after"), fmt::format("{{\"id\":{}}}", i + 1));
-  }
+  expect_rows_1_to_50_once(s, w);
 }
 
 // Redis starts asking for a password: walstream retries (NOAUTH) until it no longer does, then
@@ -320,8 +330,7 @@ TEST(Cli, RedisRequiringAuthIsRetriedNotDropped) {
   redis_command({"CONFIG", "SET", "requirepass", "x"});
   // Connections already authenticated stay so: drop them, as a Redis restart with a password would.
   redis_cli("CLIENT KILL TYPE normal", "x");
-  for (int i = 2; i <= 6; ++i) s.sql(fmt::format("INSERT INTO t VALUES ({})", i));
-  s.sql("INSERT INTO t SELECT generate_series(7, 50)");
+  insert_rows_2_to_50(s);
   ASSERT_TRUE(wait_until([&] { return w.log().find("NOAUTH") != std::string::npos; }, std::chrono::seconds(15)))
       << w.log();
   sleep_ms(1500);
@@ -330,11 +339,5 @@ TEST(Cli, RedisRequiringAuthIsRetriedNotDropped) {
 
   redis_cli("CONFIG SET requirepass ''", "x");
   restore.password.clear();
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 50; })) << w.log();
-  sleep_ms(1500);
-  auto e = xrange(s.stream("public.t"));
-  ASSERT_EQ(e.size(), 50u) << w.log();
-  for (std::size_t i = 0; i < e.size(); ++i) {
-    EXPECT_EQ(e[i].fields.at("after"), fmt::format("{{\"id\":{}}}", i + 1));
-  }
+  expect_rows_1_to_50_once(s, w);
 }
