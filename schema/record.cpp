@@ -7,12 +7,8 @@ void write_cell(JsonWriter& w, const ColumnInfo& col, const Cell& cell) {
   if (cell.state == Cell::State::Text) {
     write_typed_value(w, col.type, cell.text);
   } else {
-    w.Null();
+    w.null();
   }
-}
-
-void write_name(JsonWriter& w, const std::string& name) {
-  w.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
 }
 
 }  // namespace
@@ -27,49 +23,47 @@ void RecordBuilder::begin(std::string_view op, const TableInfo& t, const TxnCont
   fields_[count_++] = {"schema", t.version};
 }
 
-void RecordBuilder::add(std::string_view name, const JsonBuffer& value) {
-  fields_[count_++] = {name, std::string_view(value.GetString(), value.GetSize())};
+void RecordBuilder::add(std::string_view name, const JsonWriter& value) {
+  fields_[count_++] = {name, value.view()};
 }
 
 bool RecordBuilder::write_key(const TableInfo& t, std::span<const Cell> row) {
-  key_.Clear();
-  JsonWriter w(key_);
-  w.StartObject();
+  JsonWriter& w = key_;
+  w.clear();
+  w.start_object();
   for (std::size_t i = 0; i < t.columns.size() && i < row.size(); ++i) {
     const auto& col = t.columns[i];
     if (!col.key) continue;
     // A key column whose value was not sent cannot be named: leave the key out rather than guess.
     if (row[i].state == Cell::State::Unchanged) return false;
-    write_name(w, col.name);
+    w.member(col.json_member);
     write_cell(w, col, row[i]);
   }
-  w.EndObject();
+  w.end_object();
   return true;
 }
 
-void RecordBuilder::write_row(JsonBuffer& out, const TableInfo& t, std::span<const Cell> row, bool identity_only) {
-  out.Clear();
-  JsonWriter w(out);
-  w.StartObject();
+void RecordBuilder::write_row(JsonWriter& w, const TableInfo& t, std::span<const Cell> row, bool identity_only) {
+  w.clear();
+  w.start_object();
   for (std::size_t i = 0; i < t.columns.size() && i < row.size(); ++i) {
     const auto& col = t.columns[i];
     if (identity_only && !col.identity) continue;
     if (row[i].state == Cell::State::Unchanged) continue;
-    write_name(w, col.name);
+    w.member(col.json_member);
     write_cell(w, col, row[i]);
   }
-  w.EndObject();
+  w.end_object();
 }
 
 // The new row; an unchanged TOASTed value is taken from the whole old row when there is one
 // (REPLICA IDENTITY FULL), otherwise it is listed in `unchanged` and left out: never invented.
 void RecordBuilder::write_after(const TableInfo& t, std::span<const Cell> new_row, std::span<const Cell> old_row) {
-  after_.Clear();
-  unchanged_.Clear();
-  JsonWriter w(after_);
-  JsonWriter u(unchanged_);
-  bool any_unchanged = false;
-  w.StartObject();
+  JsonWriter& w = after_;
+  JsonWriter& u = unchanged_;
+  w.clear();
+  u.clear();
+  w.start_object();
   for (std::size_t i = 0; i < t.columns.size() && i < new_row.size(); ++i) {
     const auto& col = t.columns[i];
     const Cell* cell = &new_row[i];
@@ -78,16 +72,15 @@ void RecordBuilder::write_after(const TableInfo& t, std::span<const Cell> new_ro
       cell = &old_row[i];
     }
     if (cell->state == Cell::State::Unchanged) {
-      if (!any_unchanged) u.StartArray();
-      any_unchanged = true;
-      u.String(col.name.data(), static_cast<rapidjson::SizeType>(col.name.size()));
+      if (u.empty()) u.start_array();
+      u.string(col.name);
       continue;
     }
-    write_name(w, col.name);
+    w.member(col.json_member);
     write_cell(w, col, *cell);
   }
-  w.EndObject();
-  if (any_unchanged) u.EndArray();
+  w.end_object();
+  if (!u.empty()) u.end_array();
 }
 
 std::span<const Field> RecordBuilder::insert(const TableInfo& t, const TxnContext& tx, std::string_view lsn,
@@ -96,7 +89,7 @@ std::span<const Field> RecordBuilder::insert(const TableInfo& t, const TxnContex
   if (t.has_key && write_key(t, new_row)) add("key", key_);
   write_after(t, new_row, {});
   add("after", after_);
-  if (unchanged_.GetSize() > 0) add("unchanged", unchanged_);
+  if (!unchanged_.empty()) add("unchanged", unchanged_);
   return {fields_.data(), count_};
 }
 
@@ -115,7 +108,7 @@ std::span<const Field> RecordBuilder::update(const TableInfo& t, const TxnContex
     write_row(before_, t, old_row, old_kind == 'K');
     add("before", before_);
   }
-  if (unchanged_.GetSize() > 0) add("unchanged", unchanged_);
+  if (!unchanged_.empty()) add("unchanged", unchanged_);
   return {fields_.data(), count_};
 }
 

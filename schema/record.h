@@ -45,15 +45,15 @@ class RecordBuilder {
 
  private:
   void begin(std::string_view op, const TableInfo& t, const TxnContext& tx, std::string_view lsn);
-  void add(std::string_view name, const JsonBuffer& value);
+  void add(std::string_view name, const JsonWriter& value);
   // Writes {col: value} for the chosen columns; returns false when a key column had no value.
   bool write_key(const TableInfo& t, std::span<const Cell> row);
-  void write_row(JsonBuffer& out, const TableInfo& t, std::span<const Cell> row, bool identity_only);
+  void write_row(JsonWriter& w, const TableInfo& t, std::span<const Cell> row, bool identity_only);
   void write_after(const TableInfo& t, std::span<const Cell> new_row, std::span<const Cell> old_row);
 
   std::array<Field, 10> fields_;
   std::size_t count_ = 0;
-  JsonBuffer key_, after_, before_, unchanged_;
+  JsonWriter key_, after_, before_, unchanged_;
 };
 
 }  // namespace walstream

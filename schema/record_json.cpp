@@ -158,24 +158,19 @@ const std::string* find(std::span<const std::pair<std::string, std::string>> fie
   return nullptr;
 }
 
-void write_string(JsonWriter& w, std::string_view s) {
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-}
-
 }  // namespace
 
 bool compact_json(std::string_view text, std::string& out) { return Compactor(text, out).run(); }
 
 std::string record_json_line(std::string_view stream, std::string_view id,
                              std::span<const std::pair<std::string, std::string>> fields) {
-  JsonBuffer buffer;
-  JsonWriter w(buffer);
+  JsonWriter w;
   std::string compact;
-  w.StartObject();
-  w.Key("stream_id");
-  write_string(w, stream);
-  w.Key("id");
-  write_string(w, id);
+  w.start_object();
+  w.key("stream_id");
+  w.string(stream);
+  w.key("id");
+  w.string(id);
   struct Member {
     const char* name;
     bool json;
@@ -190,17 +185,16 @@ std::string record_json_line(std::string_view stream, std::string_view id,
   for (const auto& m : kMembers) {
     const std::string* value = find(fields, m.name);
     if (!value) continue;
-    w.Key(m.name);
+    w.key(m.name);
     compact.clear();
     if (m.json && compact_json(*value, compact)) {
-      // The type only feeds rapidjson's "a key must be a string" assertion; any non-string fits a value.
-      w.RawValue(compact.data(), compact.size(), rapidjson::kObjectType);
+      w.raw(compact);
     } else {
-      write_string(w, *value);
+      w.string(*value);
     }
   }
-  w.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  w.end_object();
+  return std::string(w.view());
 }
 
 }  // namespace walstream

@@ -34,28 +34,28 @@ void finalize_table(TableInfo& table, const std::vector<std::string>& primary_ke
     if (col.key && !col.identity) table.key_in_identity = false;
   }
 
-  JsonBuffer buf;
-  JsonWriter w(buf);
-  w.StartObject();
-  w.Key("table");
-  w.String(table.qualified.data(), static_cast<rapidjson::SizeType>(table.qualified.size()));
-  w.Key("columns");
-  w.StartArray();
-  for (const auto& col : table.columns) {
-    w.StartObject();
-    w.Key("name");
-    w.String(col.name.data(), static_cast<rapidjson::SizeType>(col.name.size()));
-    w.Key("type");
-    w.String(col.type_name.data(), static_cast<rapidjson::SizeType>(col.type_name.size()));
-    w.Key("oid");
-    w.Uint(col.type_oid);
-    w.Key("key");
-    w.Bool(col.key);
-    w.EndObject();
+  JsonWriter w;
+  w.start_object();
+  w.key("table");
+  w.string(table.qualified);
+  w.key("columns");
+  w.start_array();
+  for (auto& col : table.columns) {
+    col.json_member = json_member(col.name);
+    w.start_object();
+    w.key("name");
+    w.string(col.name);
+    w.key("type");
+    w.string(col.type_name);
+    w.key("oid");
+    w.number(col.type_oid);
+    w.key("key");
+    w.boolean(col.key);
+    w.end_object();
   }
-  w.EndArray();
-  w.EndObject();
-  table.registry_json.assign(buf.GetString(), buf.GetSize());
+  w.end_array();
+  w.end_object();
+  table.registry_json = w.view();
   table.version = fmt::format("{:016x}", fnv1a(table.registry_json));
 }
 

@@ -20,6 +20,7 @@ struct ColumnInfo {
   TypeInfo type;
   bool identity = false;  // sent in the old tuple of a 'K' update/delete (Relation flag)
   bool key = false;       // part of the record's `key`
+  std::string json_member;  // "name": escaped once for the record encoder (set by finalize_table)
 };
 
 struct TableInfo {

@@ -110,10 +110,6 @@ class ScratchLease {
 
 // ---- strings and numbers -----------------------------------------------------------------------
 
-void write_string(JsonWriter& w, std::string_view text) {
-  w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-}
-
 // JSON's number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, any size.
 bool eat_json_number(Cursor& c) {
   c.eat('-');
@@ -134,15 +130,25 @@ bool is_json_number(std::string_view text) {
   return eat_json_number(c) && c.done();
 }
 
+// int2/int4/int8/oid output, -?(0|[1-9][0-9]*): the common case, checked without the general grammar.
+bool is_plain_integer(std::string_view text) {
+  std::size_t i = !text.empty() && text[0] == '-' ? 1 : 0;
+  if (i == text.size() || (text[i] == '0' && text.size() > i + 1)) return false;
+  for (; i < text.size(); ++i) {
+    if (!is_digit(text[i])) return false;
+  }
+  return true;
+}
+
 bool write_number(JsonWriter& w, std::string_view text) {
-  if (!is_json_number(text)) return false;
-  w.RawValue(text.data(), text.size(), rapidjson::kNumberType);
+  if (!is_plain_integer(text) && !is_json_number(text)) return false;
+  w.raw(text);
   return true;
 }
 
 bool write_bool(JsonWriter& w, std::string_view text) {
   if (text != "t" && text != "f") return false;
-  w.Bool(text == "t");
+  w.boolean(text == "t");
   return true;
 }
 
@@ -252,8 +258,7 @@ bool is_valid_json(std::string_view text) {
 
 bool write_json(JsonWriter& w, std::string_view text) {
   if (!is_valid_json(text)) return false;
-  // The type only feeds rapidjson's "a key must be a string" assertion; any non-string type fits a value.
-  w.RawValue(text.data(), text.size(), rapidjson::kObjectType);
+  w.raw(text);
   return true;
 }
 
@@ -302,7 +307,7 @@ bool write_bytea(JsonWriter& w, std::string_view text) {
   }
   ScratchLease out(scratch().base64);
   append_base64(HexBytes{hex}, out.str());
-  write_string(w, out.str());
+  w.string(out.str());
   return true;
 }
 
@@ -325,7 +330,7 @@ bool write_iso8601(JsonWriter& w, std::string_view datetime, std::string_view su
   char* end = std::copy(datetime.begin(), datetime.end(), buf.data());
   end = std::copy(suffix.begin(), suffix.end(), end);
   buf[datetime.find(' ')] = 'T';
-  w.String(buf.data(), static_cast<rapidjson::SizeType>(end - buf.data()));
+  w.string({buf.data(), static_cast<std::size_t>(end - buf.data())});
   return true;
 }
 
@@ -375,7 +380,7 @@ bool write_as_kind(JsonWriter& w, TypeKind kind, std::string_view text) {
 }
 
 void write_scalar(JsonWriter& w, TypeKind kind, std::string_view text) {
-  if (!write_as_kind(w, kind, text)) write_string(w, text);
+  if (!write_as_kind(w, kind, text)) w.string(text);
 }
 
 // ---- arrays ------------------------------------------------------------------------------------
@@ -501,20 +506,6 @@ class ArrayScanner {
   bool escaped_ = false;
 };
 
-bool is_well_formed_array(std::string_view text, char delimiter) {
-  ArrayScanner scanner(text, delimiter);
-  for (;;) {
-    switch (scanner.next()) {
-      case ArrayScanner::Token::End:
-        return true;
-      case ArrayScanner::Token::Malformed:
-        return false;
-      default:
-        break;
-    }
-  }
-}
-
 // Inside quotes a backslash makes the next character literal.
 void unescape_into(std::string_view quoted, std::string& out) {
   for (std::size_t i = 0; i < quoted.size(); ++i) {
@@ -533,25 +524,29 @@ void write_element(JsonWriter& w, TypeKind kind, const ArrayScanner& scanner) {
   write_scalar(w, kind, element.str());
 }
 
-// The literal must be well formed: checked first, because a half-written array cannot be taken back.
+// Written as it is scanned; a literal found malformed part-way is taken back and written as its text.
 void write_array(JsonWriter& w, const TypeInfo& type, std::string_view text) {
+  const JsonWriter::Mark start = w.mark();
   ArrayScanner scanner(text, type.delimiter);
   for (;;) {
     switch (scanner.next()) {
       case ArrayScanner::Token::Open:
-        w.StartArray();
+        w.start_array();
         break;
       case ArrayScanner::Token::Close:
-        w.EndArray();
+        w.end_array();
         break;
       case ArrayScanner::Token::Null:
-        w.Null();
+        w.null();
         break;
       case ArrayScanner::Token::Element:
         write_element(w, type.element, scanner);
         break;
       case ArrayScanner::Token::End:
+        return;
       case ArrayScanner::Token::Malformed:
+        w.rewind(start);
+        w.string(text);
         return;
     }
   }
@@ -592,10 +587,8 @@ TypeKind kind_for_base_type(std::uint32_t oid) {
 void write_typed_value(JsonWriter& w, const TypeInfo& type, std::string_view text) {
   if (type.kind != TypeKind::Array) {
     write_scalar(w, type.kind, text);
-  } else if (is_well_formed_array(text, type.delimiter)) {
-    write_array(w, type, text);
   } else {
-    write_string(w, text);
+    write_array(w, type, text);
   }
 }
 

@@ -17,19 +17,17 @@ namespace walstream {
 namespace {
 
 std::string encode(const TypeInfo& type, std::string_view text) {
-  JsonBuffer buffer;
-  JsonWriter w(buffer);
+  JsonWriter w;
   write_typed_value(w, type, text);
-  EXPECT_TRUE(w.IsComplete()) << "one whole JSON value for " << text;
-  return {buffer.GetString(), buffer.GetSize()};
+  EXPECT_TRUE(w.complete()) << "one whole JSON value for " << text;
+  return std::string(w.view());
 }
 
 // The value written as a plain JSON string: what a value that does not parse as its kind becomes.
 std::string as_json_string(std::string_view text) {
-  JsonBuffer buffer;
-  JsonWriter w(buffer);
-  w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-  return buffer.GetString();
+  JsonWriter w;
+  w.string(text);
+  return std::string(w.view());
 }
 
 TypeInfo scalar(TypeKind kind) { return {kind, TypeKind::Text, ','}; }
@@ -435,22 +433,21 @@ TEST(Buffers, HugeValuesBetweenSmallOnes) {
 
 // Values sit inside the record's objects: fallbacks and arrays must leave the writer consistent.
 TEST(Document, ValuesInsideAnObject) {
-  JsonBuffer buffer;
-  JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("ids");
+  JsonWriter w;
+  w.start_object();
+  w.key("ids");
   write_typed_value(w, array_of(TypeKind::Integer), "{{1,NULL},{3,4}}");
-  w.Key("bad");
+  w.key("bad");
   write_typed_value(w, array_of(TypeKind::Integer), "{1,");
-  w.Key("doc");
+  w.key("doc");
   write_typed_value(w, scalar(TypeKind::Json), R"({"k": [true]})");
-  w.Key("n");
+  w.key("n");
   write_typed_value(w, scalar(TypeKind::Float), "NaN");
-  w.Key("ok");
+  w.key("ok");
   write_typed_value(w, scalar(TypeKind::Bool), "t");
-  w.EndObject();
-  EXPECT_TRUE(w.IsComplete());
-  EXPECT_EQ(std::string(buffer.GetString()),
+  w.end_object();
+  EXPECT_TRUE(w.complete());
+  EXPECT_EQ(std::string(w.view()),
             R"({"ids":[[1,null],[3,4]],"bad":"{1,","doc":{"k": [true]},"n":"NaN","ok":true})");
 }
 
