@@ -23,16 +23,23 @@ class ByteReader {
  public:
   explicit ByteReader(std::string_view bytes) : bytes_(bytes) {}
 
-  std::uint8_t u8();
-  std::int16_t i16();
-  std::int32_t i32();
-  std::uint32_t u32();
-  std::int64_t i64();
-  std::uint64_t u64();
+  // Inline: the decoder makes several reads per column of every change. The signed reads convert
+  // modulo 2^N (well defined since C++20): the wire carries two's complement.
+  std::uint8_t u8() { return static_cast<std::uint8_t>(big_endian(1, "byte")); }
+  std::int16_t i16() { return static_cast<std::int16_t>(big_endian(2, "int16")); }
+  std::int32_t i32() { return static_cast<std::int32_t>(big_endian(4, "int32")); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(big_endian(4, "uint32")); }
+  std::int64_t i64() { return static_cast<std::int64_t>(big_endian(8, "int64")); }
+  std::uint64_t u64() { return big_endian(8, "uint64"); }
   // NUL-terminated string; the view points into the input.
   std::string_view cstring();
   // n raw bytes; the view points into the input.
-  std::string_view bytes(std::size_t n);
+  std::string_view bytes(std::size_t n) {
+    if (remaining() < n) truncated_value(n);
+    const std::string_view v = bytes_.substr(pos_, n);
+    pos_ += n;
+    return v;
+  }
 
   std::size_t offset() const { return pos_; }
   std::size_t remaining() const { return bytes_.size() - pos_; }
@@ -41,9 +48,16 @@ class ByteReader {
   [[noreturn]] void fail_at(const std::string& what, std::size_t offset) const;
 
  private:
-  void need(std::size_t n, const char* what) const;
   // Reads an n-byte (n <= 8) big-endian unsigned integer; `what` names it in the error.
-  std::uint64_t big_endian(std::size_t n, const char* what);
+  std::uint64_t big_endian(std::size_t n, const char* what) {
+    if (remaining() < n) truncated(what);
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < n; ++i) v = (v << 8) | static_cast<unsigned char>(bytes_[pos_ + i]);
+    pos_ += n;
+    return v;
+  }
+  [[noreturn]] void truncated(const char* what) const;
+  [[noreturn]] void truncated_value(std::size_t n) const;
   std::string_view bytes_;
   std::size_t pos_ = 0;
 };
