@@ -25,12 +25,12 @@ class ByteReader {
 
   // Inline: the decoder makes several reads per column of every change. The signed reads convert
   // modulo 2^N (well defined since C++20): the wire carries two's complement.
-  std::uint8_t u8() { return static_cast<std::uint8_t>(big_endian(1, "byte")); }
-  std::int16_t i16() { return static_cast<std::int16_t>(big_endian(2, "int16")); }
-  std::int32_t i32() { return static_cast<std::int32_t>(big_endian(4, "int32")); }
-  std::uint32_t u32() { return static_cast<std::uint32_t>(big_endian(4, "uint32")); }
-  std::int64_t i64() { return static_cast<std::int64_t>(big_endian(8, "int64")); }
-  std::uint64_t u64() { return big_endian(8, "uint64"); }
+  std::uint8_t u8() { return big_endian<std::uint8_t>("byte"); }
+  std::int16_t i16() { return static_cast<std::int16_t>(big_endian<std::uint16_t>("int16")); }
+  std::int32_t i32() { return static_cast<std::int32_t>(big_endian<std::uint32_t>("int32")); }
+  std::uint32_t u32() { return big_endian<std::uint32_t>("uint32"); }
+  std::int64_t i64() { return static_cast<std::int64_t>(big_endian<std::uint64_t>("int64")); }
+  std::uint64_t u64() { return big_endian<std::uint64_t>("uint64"); }
   // NUL-terminated string; the view points into the input.
   std::string_view cstring();
   // n raw bytes; the view points into the input.
@@ -48,12 +48,16 @@ class ByteReader {
   [[noreturn]] void fail_at(const std::string& what, std::size_t offset) const;
 
  private:
-  // Reads an n-byte (n <= 8) big-endian unsigned integer; `what` names it in the error.
-  std::uint64_t big_endian(std::size_t n, const char* what) {
-    if (remaining() < n) truncated(what);
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < n; ++i) v = (v << 8) | static_cast<unsigned char>(bytes_[pos_ + i]);
-    pos_ += n;
+  // Reads a big-endian unsigned integer of T's size; `what` names it in the error. The fixed trip
+  // count lets the compiler turn the loop into one load and a byte swap.
+  template <class T>
+  T big_endian(const char* what) {
+    if (remaining() < sizeof(T)) truncated(what);
+    T v = 0;
+    for (std::size_t i = 0; i < sizeof(T); ++i) {
+      v = static_cast<T>((v << 8) | static_cast<unsigned char>(bytes_[pos_ + i]));
+    }
+    pos_ += sizeof(T);
     return v;
   }
   [[noreturn]] void truncated(const char* what) const;

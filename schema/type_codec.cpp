@@ -364,6 +364,12 @@ bool write_as_kind(JsonWriter& w, TypeKind kind, std::string_view text) {
       return write_number(w, text);
     case TypeKind::Json:
       return write_json(w, text);
+    case TypeKind::Jsonb:
+      // jsonb_out prints the document from its binary form, so its output is JSON by construction;
+      // checking it again cost ~2k instructions per document (callgrind, bench backlog).
+      if (text.empty()) return false;
+      w.raw(text);
+      return true;
     case TypeKind::Bytea:
       return write_bytea(w, text);
     case TypeKind::Timestamp:
@@ -568,9 +574,10 @@ TypeKind kind_for_base_type(std::uint32_t oid) {
       return TypeKind::Float;
     case 1700:
       return TypeKind::Numeric;
-    case 114:   // json
-    case 3802:  // jsonb
+    case 114:  // json
       return TypeKind::Json;
+    case 3802:  // jsonb
+      return TypeKind::Jsonb;
     case 17:
       return TypeKind::Bytea;
     case 1082:

@@ -17,7 +17,8 @@ enum class TypeKind : std::uint8_t {
   Integer,      // int2, int4, int8, oid -> number
   Float,        // float4, float8 -> number; NaN, Infinity, -Infinity -> strings
   Numeric,      // numeric -> string, exact
-  Json,         // json, jsonb -> embedded JSON
+  Json,         // json -> embedded JSON, checked first (the text is the user's, kept as written)
+  Jsonb,        // jsonb -> embedded JSON as printed (PostgreSQL's own printer, from the binary form)
   Bytea,        // '\x…' hex form -> base64 string
   Date,         // YYYY-MM-DD (infinity, -infinity, BC dates: text)
   Timestamp,    // YYYY-MM-DDTHH:MM:SS[.ffffff] (infinity, -infinity: text)
@@ -32,7 +33,7 @@ struct TypeInfo {
 };
 
 // The kind of a built-in base type OID (16 bool, 20/21/23/26 ints, 700/701 floats, 1700 numeric,
-// 114/3802 json, 17 bytea, 1082 date, 1114 timestamp, 1184 timestamptz); Text for anything else.
+// 114 json, 3802 jsonb, 17 bytea, 1082 date, 1114 timestamp, 1184 timestamptz); Text for anything else.
 TypeKind kind_for_base_type(std::uint32_t oid);
 
 // Writes one non-NULL value. `text` is PostgreSQL's output with DateStyle=ISO, TimeZone=UTC,

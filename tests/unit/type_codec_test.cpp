@@ -252,7 +252,8 @@ TEST(KindForBaseType, MapsTheContractsBuiltInTypes) {
   for (std::uint32_t oid : {20u, 21u, 23u, 26u}) EXPECT_EQ(kind_for_base_type(oid), TypeKind::Integer) << oid;
   for (std::uint32_t oid : {700u, 701u}) EXPECT_EQ(kind_for_base_type(oid), TypeKind::Float) << oid;
   EXPECT_EQ(kind_for_base_type(1700), TypeKind::Numeric);
-  for (std::uint32_t oid : {114u, 3802u}) EXPECT_EQ(kind_for_base_type(oid), TypeKind::Json) << oid;
+  EXPECT_EQ(kind_for_base_type(114), TypeKind::Json);
+  EXPECT_EQ(kind_for_base_type(3802), TypeKind::Jsonb);
   EXPECT_EQ(kind_for_base_type(17), TypeKind::Bytea);
   EXPECT_EQ(kind_for_base_type(1082), TypeKind::Date);
   EXPECT_EQ(kind_for_base_type(1114), TypeKind::Timestamp);
