@@ -73,17 +73,29 @@ std::string encode_status_update(const StatusUpdate& s) {
   return out;
 }
 
-// PostgreSQL prints an LSN as "%X/%X" of its high and low 32 bits.
+namespace {
+
+// Upper-case hex without leading zeros (at least one digit), written backwards from `end`.
+char* put_hex_backwards(char* end, std::uint32_t v) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  do {
+    *--end = kHex[v & 15];
+    v >>= 4;
+  } while (v != 0);
+  return end;
+}
+
+}  // namespace
+
+// PostgreSQL prints an LSN as "%X/%X" of its high and low 32 bits. Called for every change: a
+// digit loop, no format parsing, no allocation (the result fits the small-string buffer).
 std::string format_lsn(std::uint64_t lsn) {
-  // Called for every change: std::to_chars keeps it free of format parsing and allocation (SSO).
-  char buf[24];
-  auto hi = std::to_chars(buf, buf + 8, static_cast<std::uint32_t>(lsn >> 32), 16).ptr;
-  *hi++ = '/';
-  auto end = std::to_chars(hi, buf + sizeof buf, static_cast<std::uint32_t>(lsn), 16).ptr;
-  for (char* p = buf; p != end; ++p) {
-    if (*p >= 'a' && *p <= 'f') *p = static_cast<char>(*p - 'a' + 'A');
-  }
-  return std::string(buf, end);
+  char buf[17];
+  char* const end = buf + sizeof buf;
+  char* p = put_hex_backwards(end, static_cast<std::uint32_t>(lsn));
+  *--p = '/';
+  p = put_hex_backwards(p, static_cast<std::uint32_t>(lsn >> 32));
+  return std::string(p, end);
 }
 
 std::uint64_t parse_lsn(std::string_view text) {

@@ -13,25 +13,28 @@ namespace {
 // RFC 8259 §7: a string must escape the quote, the backslash and the control characters U+0000..U+001F.
 constexpr bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
 
-// Length of the longest prefix that needs no escaping. Text columns are most of a record's bytes and
-// nearly never hold a character to escape, so 16 bytes are tested at once where SSE2 exists (every
-// x86-64 CPU); the scalar loop finishes the tail and serves other targets.
+// Length of the longest prefix of s[0, n) that needs no escaping. Text columns are most of a
+// record's bytes and nearly never hold a character to escape, so where SSE2 exists (every x86-64
+// CPU) 16 bytes are tested at once, and the last block is tested whole too: the caller guarantees
+// that 15 bytes past the end may be read (what they hold does not matter).
 std::size_t clean_prefix(const char* s, std::size_t n) {
   std::size_t i = 0;
 #if defined(__SSE2__)
   const __m128i quote = _mm_set1_epi8('"');
   const __m128i backslash = _mm_set1_epi8('\\');
   const __m128i last_control = _mm_set1_epi8(0x1f);
-  for (; i + 16 <= n; i += 16) {
+  for (; i < n; i += 16) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
     // Unsigned v <= 0x1f exactly when min(v, 0x1f) == v.
     const __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, last_control), v);
     const __m128i hit = _mm_or_si128(control, _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
-    if (const int mask = _mm_movemask_epi8(hit)) return i + static_cast<std::size_t>(__builtin_ctz(mask));
+    if (const int mask = _mm_movemask_epi8(hit)) return std::min(n, i + static_cast<std::size_t>(__builtin_ctz(mask)));
   }
-#endif
+  return n;
+#else
   while (i < n && !needs_escape(static_cast<unsigned char>(s[i]))) ++i;
   return i;
+#endif
 }
 
 // The short escapes JSON has, and \u00XX for the other control characters.
@@ -58,17 +61,23 @@ std::size_t write_escape(unsigned char c, char* out) {
 
 void JsonWriter::grow(std::size_t n) { buf_.resize(std::max(buf_.size() * 2, size_ + n + 256)); }
 
+// The text is copied first and scanned where it landed: the buffer's slack makes reading whole
+// blocks past its end safe. From the first character that needs an escape on, the rest is written
+// run by run.
 void JsonWriter::escaped(std::string_view text) {
-  const char* s = text.data();
-  std::size_t n = text.size();
-  for (;;) {
-    const std::size_t run = clean_prefix(s, n);
-    append({s, run});
-    if (run == n) return;
-    char* out = reserve(6);
-    size_ += write_escape(static_cast<unsigned char>(s[run]), out);
-    s += run + 1;
-    n -= run + 1;
+  const std::size_t n = text.size();
+  char* out = reserve(n + kScanSlack);
+  if (n != 0) std::memcpy(out, text.data(), n);
+  const std::size_t clean = clean_prefix(out, n);
+  size_ += clean;
+  for (std::size_t i = clean; i < n;) {
+    size_ += write_escape(static_cast<unsigned char>(text[i]), reserve(6));
+    ++i;
+    char* rest = reserve(n - i + kScanSlack);
+    if (i < n) std::memcpy(rest, text.data() + i, n - i);
+    const std::size_t run = clean_prefix(rest, n - i);
+    size_ += run;
+    i += run;
   }
 }
 

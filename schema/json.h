@@ -89,6 +89,7 @@ class JsonWriter {
     size_ += s.size();
   }
   void escaped(std::string_view text);
+  static constexpr std::size_t kScanSlack = 16;  // bytes past a string the escape scan may read
   // Room for n more bytes after size_; returns where they go.
   char* reserve(std::size_t n) {
     if (buf_.size() - size_ < n) grow(n);

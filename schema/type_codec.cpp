@@ -323,14 +323,17 @@ std::size_t iso_datetime_length(std::string_view text) {
   return ok ? c.pos() : 0;
 }
 
-// "YYYY-MM-DD HH:MM:SS…" + suffix -> "YYYY-MM-DDTHH:MM:SS…" + suffix, built on the stack.
+// "YYYY-MM-DD HH:MM:SS…" + suffix -> "YYYY-MM-DDTHH:MM:SS…" + suffix, quoted, built on the stack.
+// Digits and separators only (iso_datetime_length checked them): nothing to escape.
 bool write_iso8601(JsonWriter& w, std::string_view datetime, std::string_view suffix) {
   std::array<char, 64> buf;
-  if (datetime.size() + suffix.size() > buf.size()) return false;
-  char* end = std::copy(datetime.begin(), datetime.end(), buf.data());
+  if (datetime.size() + suffix.size() + 2 > buf.size()) return false;
+  buf[0] = '"';
+  char* end = std::copy(datetime.begin(), datetime.end(), buf.data() + 1);
   end = std::copy(suffix.begin(), suffix.end(), end);
-  buf[datetime.find(' ')] = 'T';
-  w.string({buf.data(), static_cast<std::size_t>(end - buf.data())});
+  *end++ = '"';
+  buf[1 + datetime.find(' ')] = 'T';
+  w.raw({buf.data(), static_cast<std::size_t>(end - buf.data())});
   return true;
 }
 
