@@ -24,17 +24,20 @@ std::string describe(std::uint8_t byte) {
 }
 
 // Counts are signed on the wire (int16 / int32) but can never be negative.
+[[noreturn]] void negative_count(const ByteReader& r, const char* what, std::int64_t n, std::size_t at) {
+  r.fail_at(fmt::format("negative {} {}", what, n), at);
+}
+
+// Small enough to inline (read for every column of every change); the error is built out of line.
 std::size_t read_count16(ByteReader& r, const char* what) {
-  const std::size_t at = r.offset();
   const std::int16_t n = r.i16();
-  if (n < 0) r.fail_at(fmt::format("negative {} {}", what, n), at);
+  if (n < 0) negative_count(r, what, n, r.offset() - 2);
   return static_cast<std::size_t>(n);
 }
 
 std::size_t read_count32(ByteReader& r, const char* what) {
-  const std::size_t at = r.offset();
   const std::int32_t n = r.i32();
-  if (n < 0) r.fail_at(fmt::format("negative {} {}", what, n), at);
+  if (n < 0) negative_count(r, what, n, r.offset() - 4);
   return static_cast<std::size_t>(n);
 }
 
