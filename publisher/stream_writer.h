@@ -17,6 +17,7 @@
 #include "redis_client.h"
 #include "redis_error.h"
 #include "redis_url.h"
+#include "reply_nodes.h"
 #include "resp_buffer.h"
 #include "stream_id.h"
 
@@ -102,15 +103,17 @@ class StreamWriter {
   };
 
   void connect();
-  void handle_reply(void* reply);
-  void handle_hwm_reply(Handle h, const void* reply);
-  void handle_chunk_reply(const void* reply);
-  void finish_chunk(const void* exec_reply);
+  void handle_reply(Reply reply);
+  void handle_hwm_reply(Handle h, Reply reply);
+  void handle_chunk_reply(Reply reply);
+  void finish_chunk(Reply exec_reply);
   void flush_out();
-  [[noreturn]] void connection_lost(const char* doing);
+  void read_in();
+  [[noreturn]] void connection_lost(const char* doing, std::string_view why);
 
   Options options_;
-  RedisContextPtr ctx_;
+  RedisContextPtr ctx_;  // only for its socket: the writer sends, receives and parses itself
+  ReplyNodes replies_;
   std::vector<Stream> streams_;
   std::unordered_map<std::string, Handle> stream_index_;
   Chunk building_;
