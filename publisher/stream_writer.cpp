@@ -43,6 +43,7 @@ std::optional<StreamId> parse_stream_id(std::string_view text) {
 
 StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_(nullptr, redisFree) {
   if (options_.maxlen) maxlen_text_ = std::to_string(*options_.maxlen);
+  xadd_head_args_ = maxlen_text_.empty() ? 2 : 5;
   connect();
 }
 
@@ -112,7 +113,15 @@ StreamWriter::Handle StreamWriter::stream(std::string_view key) {
   auto it = stream_index_.find(std::string(key));
   if (it != stream_index_.end()) return it->second;
   Handle h = streams_.size();
-  streams_.push_back(Stream{std::string(key), HwmState::Unknown, {}});
+  RespBuffer head;
+  head.arg("XADD");
+  head.arg(key);
+  if (!maxlen_text_.empty()) {
+    head.arg("MAXLEN");
+    head.arg("~");
+    head.arg(maxlen_text_);
+  }
+  streams_.push_back(Stream{std::string(key), std::string(head.view()), HwmState::Unknown, {}});
   stream_index_.emplace(std::string(key), h);
   return h;
 }
@@ -141,14 +150,10 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
     building_.resp.command(1);
     building_.resp.arg("MULTI");
   }
-  building_.resp.command(3 + (maxlen_text_.empty() ? 0 : 3) + 2 * fields.size());
-  building_.resp.arg("XADD");
-  building_.resp.arg(s.key);
-  if (!maxlen_text_.empty()) {
-    building_.resp.arg("MAXLEN");
-    building_.resp.arg("~");
-    building_.resp.arg(maxlen_text_);
-  }
+  // XADD <key> [MAXLEN ~ <n>] <id> <field> <value>…: one copy of the stream's framed head instead
+  // of framing its 2 or 5 arguments again for every entry.
+  building_.resp.command(xadd_head_args_ + 1 + 2 * fields.size());
+  building_.resp.append_framed(s.xadd_head);
   char idbuf[48];
   auto p = std::to_chars(idbuf, idbuf + 24, id.ms).ptr;
   *p++ = '-';

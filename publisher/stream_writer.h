@@ -79,6 +79,7 @@ class StreamWriter {
   enum class HwmState { Unknown, Requested, Known };
   struct Stream {
     std::string key;
+    std::string xadd_head;  // "XADD <key> [MAXLEN ~ <n>]" framed once: how every XADD to it starts
     HwmState state = HwmState::Unknown;
     StreamId hwm;
   };
@@ -125,6 +126,7 @@ class StreamWriter {
   std::uint64_t entries_written_ = 0;
   std::uint64_t replays_skipped_ = 0;
   std::string maxlen_text_;
+  std::size_t xadd_head_args_ = 0;  // arguments in every Stream::xadd_head
 };
 
 }  // namespace walstream
