@@ -17,13 +17,6 @@ namespace {
 
 constexpr StreamWriter::Handle kNoStream = static_cast<StreamWriter::Handle>(-1);
 
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
-
-std::string_view reply_text(const redisReply* r) { return {r->str, r->len}; }
-
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 }  // namespace
@@ -50,6 +43,7 @@ std::optional<StreamId> parse_stream_id(std::string_view text) {
 
 StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_(nullptr, redisFree) {
   if (options_.maxlen) maxlen_text_ = std::to_string(*options_.maxlen);
+  xadd_head_args_ = maxlen_text_.empty() ? 2 : 5;
   connect();
 }
 
@@ -68,16 +62,13 @@ void StreamWriter::connect() {
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
     throw RedisError(RedisError::Kind::Transient, "cannot make the Redis socket non-blocking");
   }
-  // hiredis treats EAGAIN as "try later" only when the context is not marked blocking.
-  ctx_->flags &= ~REDIS_BLOCK;
 }
 
 int StreamWriter::fd() const { return ctx_->fd; }
 
-void StreamWriter::connection_lost(const char* doing) {
+void StreamWriter::connection_lost(const char* doing, std::string_view why) {
   throw RedisError(RedisError::Kind::Transient,
-                   fmt::format("lost the Redis connection to {} while {}: {}", options_.url.display(), doing,
-                               ctx_->errstr[0] ? ctx_->errstr : "connection closed"));
+                   fmt::format("lost the Redis connection to {} while {}: {}", options_.url.display(), doing, why));
 }
 
 // Our own output buffer rather than hiredis's: a chunk goes to the socket without another copy.
@@ -87,8 +78,7 @@ void StreamWriter::flush_out() {
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR) continue;
-      throw RedisError(RedisError::Kind::Transient, fmt::format("lost the Redis connection to {} while writing: {}",
-                                                                options_.url.display(), std::strerror(errno)));
+      connection_lost("writing", std::strerror(errno));
     }
     out_pos_ += static_cast<std::size_t>(n);
   }
@@ -96,24 +86,42 @@ void StreamWriter::flush_out() {
   out_pos_ = 0;
 }
 
+// One read per call, as much as hiredis would read: its reader moves the unparsed rest of its
+// buffer to the front each time 1 kB of it is parsed, so feeding it more at once costs more.
+void StreamWriter::read_in() {
+  char buf[16 * 1024];
+  for (;;) {
+    ssize_t n = ::recv(ctx_->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      if (!replies_.feed(buf, static_cast<std::size_t>(n))) connection_lost("reading", replies_.error());
+      return;
+    }
+    if (n == 0) connection_lost("reading", "Server closed the connection");
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    if (errno != EINTR) connection_lost("reading", std::strerror(errno));
+  }
+}
+
 void StreamWriter::on_io(bool readable, bool writable) {
   if (writable) flush_out();
-  if (readable) {
-    if (redisBufferRead(ctx_.get()) != REDIS_OK) connection_lost("reading");
-  }
-  for (;;) {
-    void* reply = nullptr;
-    if (redisGetReplyFromReader(ctx_.get(), &reply) != REDIS_OK) connection_lost("parsing a reply");
-    if (!reply) break;
-    handle_reply(reply);
-  }
+  if (readable) read_in();
+  while (auto reply = replies_.next()) handle_reply(*reply);
+  if (replies_.failed()) connection_lost("parsing a reply", replies_.error());
 }
 
 StreamWriter::Handle StreamWriter::stream(std::string_view key) {
   auto it = stream_index_.find(std::string(key));
   if (it != stream_index_.end()) return it->second;
   Handle h = streams_.size();
-  streams_.push_back(Stream{std::string(key), HwmState::Unknown, {}});
+  RespBuffer head;
+  head.arg("XADD");
+  head.arg(key);
+  if (!maxlen_text_.empty()) {
+    head.arg("MAXLEN");
+    head.arg("~");
+    head.arg(maxlen_text_);
+  }
+  streams_.push_back(Stream{std::string(key), std::string(head.view()), HwmState::Unknown, {}});
   stream_index_.emplace(std::string(key), h);
   return h;
 }
@@ -142,14 +150,10 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
     building_.resp.command(1);
     building_.resp.arg("MULTI");
   }
-  building_.resp.command(3 + (maxlen_text_.empty() ? 0 : 3) + 2 * fields.size());
-  building_.resp.arg("XADD");
-  building_.resp.arg(s.key);
-  if (!maxlen_text_.empty()) {
-    building_.resp.arg("MAXLEN");
-    building_.resp.arg("~");
-    building_.resp.arg(maxlen_text_);
-  }
+  // XADD <key> [MAXLEN ~ <n>] <id> <field> <value>…: one copy of the stream's framed head instead
+  // of framing its 2 or 5 arguments again for every entry.
+  building_.resp.command(xadd_head_args_ + 1 + 2 * fields.size());
+  building_.resp.append_framed(s.xadd_head);
   char idbuf[48];
   auto p = std::to_chars(idbuf, idbuf + 24, id.ms).ptr;
   *p++ = '-';
@@ -212,25 +216,23 @@ void StreamWriter::send_chunk() {
   flush_out();
 }
 
-void StreamWriter::handle_reply(void* raw) {
-  ReplyPtr reply(static_cast<redisReply*>(raw));
+void StreamWriter::handle_reply(Reply reply) {
   if (expected_.empty()) {
     throw RedisError(RedisError::Kind::Fatal, "Redis sent a reply to no command (protocol out of step)");
   }
   auto e = expected_.front();
   if (e.kind == Expected::Hwm) {
     expected_.pop_front();
-    handle_hwm_reply(e.stream, reply.get());
+    handle_hwm_reply(e.stream, reply);
   } else {
-    handle_chunk_reply(reply.get());
+    handle_chunk_reply(reply);
   }
 }
 
-void StreamWriter::handle_hwm_reply(Handle h, const void* raw) {
-  auto* r = static_cast<const redisReply*>(raw);
+void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
   auto& s = streams_[h];
-  if (r->type == REDIS_REPLY_ERROR) {
-    auto msg = reply_text(r);
+  if (r.is(ReplyType::Error)) {
+    auto msg = r.text();
     if (msg.find("no such key") != std::string_view::npos) {
       s.hwm = {};
       s.state = HwmState::Known;
@@ -239,31 +241,30 @@ void StreamWriter::handle_hwm_reply(Handle h, const void* raw) {
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
     throw RedisError(kind, fmt::format("Redis refused XINFO STREAM {}: {}", s.key, msg));
   }
-  if (r->type == REDIS_REPLY_ARRAY) {
-    for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
-      auto* k = r->element[i];
-      auto* v = r->element[i + 1];
-      if (k->type == REDIS_REPLY_STRING && reply_text(k) == "last-generated-id" && v->type == REDIS_REPLY_STRING) {
-        if (auto id = parse_stream_id(reply_text(v))) {
-          s.hwm = *id;
-          s.state = HwmState::Known;
-          return;
-        }
+  // Field names and values alternate; some values (first-entry, last-entry) are arrays themselves.
+  for (std::size_t i = 0; i + 1 < r.size(); i += 2) {
+    auto k = r[i];
+    auto v = r[i + 1];
+    if (k.is(ReplyType::String) && k.text() == "last-generated-id" && v.is(ReplyType::String)) {
+      if (auto id = parse_stream_id(v.text())) {
+        s.hwm = *id;
+        s.state = HwmState::Known;
+        return;
       }
     }
   }
   throw RedisError(RedisError::Kind::Fatal, fmt::format("unexpected reply to XINFO STREAM {}", s.key));
 }
 
-void StreamWriter::handle_chunk_reply(const void* raw) {
-  auto* r = static_cast<const redisReply*>(raw);
+void StreamWriter::handle_chunk_reply(Reply r) {
   auto& c = *inflight_;
   std::size_t step = c.replies++;
-  if (step == 0 && r->type == REDIS_REPLY_ERROR) c.multi_refused = true;
+  bool refused = r.is(ReplyType::Error);
+  if (step == 0 && refused) c.multi_refused = true;
   if (step > 0 && step <= c.commands && c.multi_refused) {
     // Without MULTI the commands ran one by one. Stored-then-refused leaves a prefix, which the
     // replay filter handles; refused-then-stored leaves a hole it would step over.
-    if (r->type == REDIS_REPLY_ERROR) {
+    if (refused) {
       c.refused_outside_multi = true;
     } else if (c.refused_outside_multi) {
       c.hole = true;
@@ -271,8 +272,8 @@ void StreamWriter::handle_chunk_reply(const void* raw) {
   }
   if (step <= c.commands) {
     // MULTI's +OK, then +QUEUED per command; a refusal here aborts the whole EXEC.
-    if (r->type == REDIS_REPLY_ERROR && c.first_error.empty()) {
-      c.first_error = std::string(reply_text(r));
+    if (refused && c.first_error.empty()) {
+      c.first_error = std::string(r.text());
       if (step > 0 && c.info[step - 1].stream != kNoStream) {
         const auto& cmd = c.info[step - 1];
         c.first_error += fmt::format(" (XADD {} {})", streams_[cmd.stream].key, cmd.id.str());
@@ -281,11 +282,10 @@ void StreamWriter::handle_chunk_reply(const void* raw) {
     return;
   }
   expected_.pop_front();
-  finish_chunk(raw);
+  finish_chunk(r);
 }
 
-void StreamWriter::finish_chunk(const void* raw) {
-  auto* r = static_cast<const redisReply*>(raw);
+void StreamWriter::finish_chunk(Reply r) {
   Chunk c = std::move(*inflight_);
   inflight_.reset();
   if (c.hole) {
@@ -304,8 +304,8 @@ void StreamWriter::finish_chunk(const void* raw) {
     if (c.ack_lsn > acked_lsn_) acked_lsn_ = c.ack_lsn;
     return;
   }
-  if (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_NIL) {
-    std::string msg = c.first_error.empty() ? std::string(r->type == REDIS_REPLY_NIL ? "EXEC aborted" : reply_text(r))
+  if (r.is(ReplyType::Error) || r.is(ReplyType::Nil)) {
+    std::string msg = c.first_error.empty() ? std::string(r.is(ReplyType::Nil) ? "EXEC aborted" : r.text())
                                             : c.first_error;
     // Refusals decided at EXEC time (OOM once the queued commands are in, READONLY after a
     // failover) arrive wrapped: classify what is inside.
@@ -314,14 +314,14 @@ void StreamWriter::finish_chunk(const void* raw) {
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
     throw RedisError(kind, fmt::format("Redis refused the write: {}", msg));
   }
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != c.commands) {
+  if (!r.is(ReplyType::Array) || r.size() != c.commands) {
     throw RedisError(RedisError::Kind::Fatal, "unexpected reply to EXEC");
   }
-  for (std::size_t i = 0; i < r->elements; ++i) {
-    const auto* e = r->element[i];
-    if (e->type != REDIS_REPLY_ERROR) continue;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    auto e = r[i];
+    if (!e.is(ReplyType::Error)) continue;
     const auto& cmd = c.info[i];
-    auto msg = reply_text(e);
+    auto msg = e.text();
     if (cmd.stream == kNoStream) {
       throw RedisError(RedisError::Kind::Fatal, fmt::format("Redis refused a schema registry write: {}", msg));
     }

@@ -17,6 +17,7 @@
 #include "redis_client.h"
 #include "redis_error.h"
 #include "redis_url.h"
+#include "reply_nodes.h"
 #include "resp_buffer.h"
 #include "stream_id.h"
 
@@ -78,6 +79,7 @@ class StreamWriter {
   enum class HwmState { Unknown, Requested, Known };
   struct Stream {
     std::string key;
+    std::string xadd_head;  // "XADD <key> [MAXLEN ~ <n>]" framed once: how every XADD to it starts
     HwmState state = HwmState::Unknown;
     StreamId hwm;
   };
@@ -102,15 +104,17 @@ class StreamWriter {
   };
 
   void connect();
-  void handle_reply(void* reply);
-  void handle_hwm_reply(Handle h, const void* reply);
-  void handle_chunk_reply(const void* reply);
-  void finish_chunk(const void* exec_reply);
+  void handle_reply(Reply reply);
+  void handle_hwm_reply(Handle h, Reply reply);
+  void handle_chunk_reply(Reply reply);
+  void finish_chunk(Reply exec_reply);
   void flush_out();
-  [[noreturn]] void connection_lost(const char* doing);
+  void read_in();
+  [[noreturn]] void connection_lost(const char* doing, std::string_view why);
 
   Options options_;
-  RedisContextPtr ctx_;
+  RedisContextPtr ctx_;  // only for its socket: the writer sends, receives and parses itself
+  ReplyNodes replies_;
   std::vector<Stream> streams_;
   std::unordered_map<std::string, Handle> stream_index_;
   Chunk building_;
@@ -122,6 +126,7 @@ class StreamWriter {
   std::uint64_t entries_written_ = 0;
   std::uint64_t replays_skipped_ = 0;
   std::string maxlen_text_;
+  std::size_t xadd_head_args_ = 0;  // arguments in every Stream::xadd_head
 };
 
 }  // namespace walstream

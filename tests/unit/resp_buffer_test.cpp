@@ -47,3 +47,40 @@ TEST(RespBuffer, ClearKeepsNothingAndAppendConcatenates) {
   a.arg("PING");
   EXPECT_EQ(a.view(), "*1\r\n$4\r\nPING\r\n");
 }
+
+// Lengths have a short path below 100 and std::to_chars above: both sides of each boundary.
+TEST(RespBuffer, LengthsAroundDigitBoundaries) {
+  for (std::size_t n : {0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345}) {
+    RespBuffer b;
+    std::string a(n, 'v');
+    b.command(n);
+    b.arg(a);
+    EXPECT_EQ(b.view(), "*" + std::to_string(n) + "\r\n$" + std::to_string(n) + "\r\n" + a + "\r\n") << n;
+  }
+}
+
+TEST(RespBuffer, FramedPiecesAreCopiedAsTheyAre) {
+  RespBuffer head;
+  head.arg("XADD");
+  head.arg("walstream:public.users");
+  RespBuffer b;
+  b.command(5);
+  b.append_framed(head.view());
+  b.arg("1-1");
+  b.arg("op");
+  b.append_framed("");
+  b.arg("c");
+  EXPECT_EQ(b.view(), "*5\r\n$4\r\nXADD\r\n$22\r\nwalstream:public.users\r\n$3\r\n1-1\r\n$2\r\nop\r\n$1\r\nc\r\n");
+}
+
+// Many small arguments past several growths, compared with framing done the slow way.
+TEST(RespBuffer, ManyArgumentsAcrossGrowth) {
+  RespBuffer b;
+  std::string expected;
+  for (std::size_t i = 0; i < 20000; ++i) {
+    std::string a(i % 150, static_cast<char>('a' + i % 26));
+    b.arg(a);
+    expected += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  }
+  EXPECT_EQ(b.view(), expected);
+}
