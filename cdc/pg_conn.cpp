@@ -1,5 +1,7 @@
 #include "pg_conn.h"
 
+#include <sys/socket.h>
+
 #include <fmt/format.h>
 
 #include <vector>
@@ -158,6 +160,11 @@ void PgConnection::consume_input() {
   if (PQconsumeInput(conn_.get()) == 0) {
     throw PgError(true, fmt::format("replication connection lost: {}", error_message()));
   }
+}
+
+void PgConnection::set_receive_low_water(int bytes) {
+  // Only an optimisation: if the kernel refuses, poll() keeps waking on the first byte.
+  [[maybe_unused]] int r = setsockopt(socket(), SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes);
 }
 
 bool PgConnection::send_copy(std::string_view bytes) {

@@ -50,6 +50,8 @@ class PgConnection {
   // >0: one message in `out`; 0: nothing complete yet; -1: the server ended the stream.
   int read_copy(PgBuffer& out);
   void consume_input();
+  // poll() reports the socket readable only once this many bytes wait (SO_RCVLOWAT; 1 = any byte).
+  void set_receive_low_water(int bytes);
   // Queues one CopyData message and tries to send it; true when all of it left.
   bool send_copy(std::string_view bytes);
   bool flush();  // true when nothing is left to send
