@@ -370,7 +370,9 @@ bool write_as_kind(JsonWriter& w, TypeKind kind, std::string_view text) {
     case TypeKind::Jsonb:
       // jsonb_out prints the document from its binary form, so its output is JSON by construction;
       // checking it again cost ~2k instructions per document (callgrind, bench backlog).
-      if (text.empty()) return false;
+      // The first character is still looked at: a value that is not text output at all (binary
+      // jsonb starts with a version byte) must not go into the record as JSON.
+      if (text.empty() || std::string_view("{[\"-0123456789tfn").find(text[0]) == std::string_view::npos) return false;
       w.raw(text);
       return true;
     case TypeKind::Bytea:

@@ -24,6 +24,8 @@ TEST(PgTime, InstantsBeforeTheEpochs) {
 
 TEST(PgTime, YearsPastFourDigitsKeepAllTheirDigits) {
   EXPECT_EQ(format_pg_timestamp(252455616000000000), "10000-01-01T00:00:00.000000Z");
+  // Past std::chrono::year's range (32767): 40000-01-01T00:00:00.5Z.
+  EXPECT_EQ(format_pg_timestamp(1'199'164'176'000'500'000), "40000-01-01T00:00:00.500000Z");
 }
 
 TEST(PgTime, UnixToPgMicros) {

@@ -336,6 +336,17 @@ TEST(Bytea, UppercaseHexDigitsAreAccepted) {
   EXPECT_EQ(encode(scalar(TypeKind::Bytea), "\\xFFfe"), R"("//4=")");
 }
 
+// jsonb is embedded as printed, unchecked; only something that cannot be its text output at all
+// (empty, or binary jsonb's version byte) is written as a string instead.
+TEST(Jsonb, EmbeddedAsPrintedUnlessNotTextOutput) {
+  for (const char* json : {R"({"a": [1, "x"]})", "[]", R"("s")", "-1.5", "0", "true", "false", "null"}) {
+    EXPECT_EQ(encode(scalar(TypeKind::Jsonb), json), json);
+  }
+  EXPECT_EQ(encode(scalar(TypeKind::Jsonb), ""), R"("")");
+  const std::string binary = std::string("\x01") + R"({"a": 1})";
+  EXPECT_EQ(encode(scalar(TypeKind::Jsonb), binary), as_json_string(binary));
+}
+
 TEST(Json, DeepNestingNeitherOverflowsNorFallsBack) {
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');
   EXPECT_EQ(encode(scalar(TypeKind::Json), deep), deep);
