@@ -261,6 +261,11 @@ int cmd_tail(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // libpq waits for an unreachable or silent server without limit unless told otherwise. The
+  // replication connection sets connect_timeout itself; this default (libpq's own variable, so a
+  // connect_timeout in the conninfo or a PGCONNECT_TIMEOUT already set still wins) covers the
+  // libpqxx connections (setup checks, catalog, snapshot) too.
+  setenv("PGCONNECT_TIMEOUT", "10", /*overwrite=*/0);
   try {
     std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "run") return cmd_run(argc - 1, argv + 1);

@@ -2,7 +2,11 @@
 // one clear line and a non-zero exit; --help lists every flag; WALSTREAM_* and PG* variables work and
 // flags win; a Redis that refuses writes (OOM, NOAUTH) is retried until it accepts, losing nothing.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <regex>
@@ -125,6 +129,29 @@ TEST(Cli, UnreachablePostgres) {
                           redis().url()});
   expect_one_clear_error(o, {"PostgreSQL", std::to_string(port)});
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(15));
+}
+
+// A host that takes the TCP connection and never answers (hung server, a port behind a dead proxy):
+// every PostgreSQL connection, libpqxx's included, gives up after connect_timeout (10 s by default).
+TEST(Cli, SilentPostgres) {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  // Never accepted: the kernel completes the handshake into the backlog and nothing ever answers.
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  auto started = std::chrono::steady_clock::now();
+  auto o = run_walstream({"run", "--pg", fmt::format("postgresql://postgres@127.0.0.1:{}/postgres", port), "--redis",
+                          redis().url()},
+                         {}, std::chrono::seconds(40));
+  close(listener);
+  expect_one_clear_error(o, {"PostgreSQL", "timeout"});
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(25));
 }
 
 TEST(Cli, UnreachableRedis) {
