@@ -172,6 +172,20 @@ pid_t redis_server_pid() {
   return static_cast<pid_t>(std::stol(m[1]));
 }
 
+// Redis frozen with SIGSTOP for the object's lifetime; SIGCONT however the test ends.
+class FrozenRedis {
+ public:
+  explicit FrozenRedis(pid_t pid) : pid_(pid), stopped_(kill(pid, SIGSTOP) == 0) {}
+  ~FrozenRedis() { kill(pid_, SIGCONT); }
+  FrozenRedis(const FrozenRedis&) = delete;
+  FrozenRedis& operator=(const FrozenRedis&) = delete;
+  bool stopped() const { return stopped_; }
+
+ private:
+  pid_t pid_;
+  bool stopped_;
+};
+
 // ------------------------------------------------------------------------------------------------
 // 1. SIGKILL under pgbench load, compared change by change with an independent test_decoding slot.
 
@@ -465,11 +479,8 @@ TEST(Faults, StalledRedisKeepsWalsenderAlive) {
   Inserter ins(s.conninfo, "t", n, 5ms);
   ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 200; }, 60s)) << w.log();
   {
-    struct Cont {
-      pid_t pid;
-      ~Cont() { kill(pid, SIGCONT); }
-    } cont{redis_pid};
-    ASSERT_EQ(kill(redis_pid, SIGSTOP), 0);
+    FrozenRedis frozen(redis_pid);
+    ASSERT_TRUE(frozen.stopped());
     std::this_thread::sleep_for(1s);
     // A transaction bigger than a chunk: walstream waits for Redis without reading PostgreSQL.
     s.sql("INSERT INTO t2 SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
@@ -507,11 +518,8 @@ TEST(Faults, SigkillWhileRedisStalledLosesNothing) {
     start_stream(s, w);
     inserter = std::make_unique<Inserter>(s.conninfo, "t", n, 2ms);
     ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 200; }, 60s)) << w.log();
-    struct Cont {
-      pid_t pid;
-      ~Cont() { kill(pid, SIGCONT); }
-    } cont{redis_pid};
-    ASSERT_EQ(kill(redis_pid, SIGSTOP), 0);
+    FrozenRedis frozen(redis_pid);
+    ASSERT_TRUE(frozen.stopped());
     std::this_thread::sleep_for(3s);  // three status intervals of rows that cannot be stored
     w.signal(SIGKILL);
     w.wait();
