@@ -32,6 +32,7 @@ void finalize_table(TableInfo& table, const std::vector<std::string>& primary_ke
     }
     table.has_key = table.has_key || col.key;
     if (col.key && !col.identity) table.key_in_identity = false;
+    col.json_member = json_member(col.name);
   }
 
   JsonWriter w;
@@ -40,8 +41,7 @@ void finalize_table(TableInfo& table, const std::vector<std::string>& primary_ke
   w.string(table.qualified);
   w.key("columns");
   w.start_array();
-  for (auto& col : table.columns) {
-    col.json_member = json_member(col.name);
+  for (const auto& col : table.columns) {
     w.start_object();
     w.key("name");
     w.string(col.name);
