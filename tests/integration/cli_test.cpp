@@ -263,6 +263,13 @@ TEST(Cli, EnvironmentVariablesAndFlagPrecedence) {
         "_env' AND NOT active");
 }
 
+// Waits until w streams, inserts row 1 of t and waits until Redis holds it.
+void store_first_row(const Scope& s, Walstream& w) {
+  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
+  s.sql("INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 1; })) << w.log();
+}
+
 // With no --pg and no WALSTREAM_PG, libpq's PG* variables choose the server and database.
 TEST(Cli, LibpqEnvironmentVariables) {
   Scope s;
@@ -272,9 +279,7 @@ TEST(Cli, LibpqEnvironmentVariables) {
                {"PGPORT", std::to_string(pg().port())},
                {"PGUSER", "postgres"},
                {"PGDATABASE", s.db}});
-  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
-  s.sql("INSERT INTO t VALUES (1)");
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 1; })) << w.log();
+  ASSERT_NO_FATAL_FAILURE(store_first_row(s, w));
 }
 
 // Passwords in the PostgreSQL conninfo or the Redis URL never reach the log, even in errors.
@@ -325,9 +330,7 @@ TEST(Cli, RedisOutOfMemoryIsRetriedNotDropped) {
   Scope s;
   s.sql("CREATE TABLE t (id int PRIMARY KEY)");
   Walstream w(with(s.args(), {"--max-backoff", "1"}));
-  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
-  s.sql("INSERT INTO t VALUES (1)");
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 1; })) << w.log();
+  ASSERT_NO_FATAL_FAILURE(store_first_row(s, w));
 
   RestoreRedis restore;
   redis_command({"CONFIG", "SET", "maxmemory-policy", "noeviction"});
@@ -349,9 +352,7 @@ TEST(Cli, RedisRequiringAuthIsRetriedNotDropped) {
   Scope s;
   s.sql("CREATE TABLE t (id int PRIMARY KEY)");
   Walstream w(with(s.args(), {"--max-backoff", "1"}));
-  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
-  s.sql("INSERT INTO t VALUES (1)");
-  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 1; })) << w.log();
+  ASSERT_NO_FATAL_FAILURE(store_first_row(s, w));
 
   RestoreRedis restore{"x"};
   redis_command({"CONFIG", "SET", "requirepass", "x"});
