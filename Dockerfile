@@ -19,7 +19,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
  && cmake --build /build -j"$(nproc)" --target walstream \
  && cmake -S examples/cpp_user_cache -B /build-example -DCMAKE_BUILD_TYPE=Release \
  && cmake --build /build-example -j"$(nproc)" \
- && strip /build/cdc/walstream /build-example/user_cache_example
+ && strip /build/cdc/cli/walstream /build-example/user_cache_example
 
 # ---------------------------------------------------------------- the C++ example: a cache of users
 FROM debian:bookworm-slim AS user-cache
@@ -46,7 +46,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libpq5 libpqxx-6.4 libhiredis0.14 libfmt9 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /build/cdc/walstream /usr/local/bin/walstream
+COPY --from=build /build/cdc/cli/walstream /usr/local/bin/walstream
 # walstream keeps no state on disk (the slot and Redis hold it all): any unprivileged user will do.
 USER nobody
 ENTRYPOINT ["walstream"]

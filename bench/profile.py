@@ -9,7 +9,7 @@
 confirmed_flush_lsn reaches the backlog's end, checks Redis holds every change, and prints walstream's
 user and sys CPU, context switches and peak RSS. WRAPPER is a command put in front of BIN, e.g.
 
-    bench/profile.py drain build-prof/cdc/walstream valgrind --tool=callgrind --callgrind-out-file=cg.out
+    bench/profile.py drain build-prof/cdc/cli/walstream valgrind --tool=callgrind --callgrind-out-file=cg.out
 
 Instruction counts (callgrind) are stable on a shared, noisy machine where times are not; build with
 `-DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g` so the profile is of the code bench/run.py times.

@@ -933,7 +933,7 @@ def build_release():
     log("building walstream and latency_probe (Release) into build-release/")
     run(["cmake", "-S", str(REPO), "-B", str(bdir), "-DCMAKE_BUILD_TYPE=Release"], timeout=600)
     run(["cmake", "--build", str(bdir), "-j", str(os.cpu_count() or 2), "--target", "walstream"], timeout=1800)
-    binary = bdir / "cdc" / "walstream"
+    binary = bdir / "cdc" / "cli" / "walstream"
     if not binary.exists():
         raise BenchError(f"no binary at {binary}")
     p = run(["cmake", "--build", str(bdir), "-j", str(os.cpu_count() or 2), "--target", "latency_probe"],

@@ -1,5 +1,5 @@
 // PostgreSQL text output of a value + its type's kind -> typed JSON value (the record contract's table).
-// Pure: the type's kind is resolved from pg_type elsewhere (cdc/catalog); never invents a value.
+// Pure: the type's kind is resolved from pg_type elsewhere (cdc/postgres/catalog); never invents a value.
 #pragma once
 
 #include <cstdint>

@@ -13,7 +13,7 @@ LOCAL="$ROOT/.local"
 
 scripts/deps.sh
 scripts/build.sh
-WALSTREAM="$ROOT/build/cdc/walstream"
+WALSTREAM="$ROOT/build/cdc/cli/walstream"
 
 scripts/servers.sh start "$LOCAL"
 # shellcheck disable=SC1091

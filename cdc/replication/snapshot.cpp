@@ -13,6 +13,7 @@
 #include "pg_time.h"
 #include "record.h"
 #include "run_loop.h"
+#include "stop_signal.h"
 
 namespace walstream {
 namespace {

@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "log.h"
 #include "run_loop.h"
+#include "stop_signal.h"
 #include "setup.h"
 #include "tail.h"
 #include "stream_writer.h"

@@ -14,7 +14,7 @@
 #include "log.h"
 #include "record_json.h"
 #include "redis_client.h"
-#include "run_loop.h"
+#include "stop_signal.h"
 #include "stream_id.h"
 
 namespace walstream {

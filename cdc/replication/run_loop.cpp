@@ -17,23 +17,13 @@
 #include "pg_time.h"
 #include "pipeline.h"
 #include "snapshot.h"
+#include "stop_signal.h"
 #include "stream_writer.h"
 
 namespace walstream {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::atomic<bool> g_stop{false};
-int g_wake_pipe[2] = {-1, -1};
-
-void on_signal(int) {
-  g_stop = true;
-  if (g_wake_pipe[1] >= 0) {
-    char c = 1;
-    [[maybe_unused]] auto n = write(g_wake_pipe[1], &c, 1);
-  }
-}
 
 // SIGTERM/SIGINT came and Redis did not store what was received within --shutdown-timeout.
 struct StopTimeout {};
@@ -70,7 +60,7 @@ class Session {
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
     next_status_ = Clock::now();
     std::size_t since_io = 0;
-    while (!g_stop) {
+    while (!stop_requested()) {
       PgBuffer buf;
       int n = repl_.read_copy(buf);
       if (n > 0) {
@@ -181,7 +171,7 @@ class Session {
                 static_cast<short>(streaming_ ? ((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)) : 0), 0};
     fds[n++] = {writer_.fd(),
                 static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
-    fds[n++] = {g_wake_pipe[0], POLLIN, 0};
+    fds[n++] = {stop_pipe_fd(), POLLIN, 0};
     // Before streaming there are no status deadlines: wait for Redis (or a signal) alone.
     auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
                            : 1000L;
@@ -198,10 +188,7 @@ class Session {
       bool hup = fds[1].revents & (POLLERR | POLLHUP);
       service_redis((fds[1].revents & POLLIN) || hup, (fds[1].revents & POLLOUT) || hup);
     }
-    if (fds[2].revents & POLLIN) {
-      char drain[16];
-      [[maybe_unused]] auto ignored = read(g_wake_pipe[0], drain, sizeof drain);
-    }
+    if (fds[2].revents & POLLIN) drain_stop_pipe();
     maybe_send_status(false);
   }
 
@@ -209,7 +196,7 @@ class Session {
   // (and wal_sender_timeout) satisfied however slow Redis is.
   void wait_until(const std::function<bool()>& done) {
     while (!done()) {
-      if (g_stop && Clock::now() > stop_deadline()) throw StopTimeout();
+      if (stop_requested() && Clock::now() > stop_deadline()) throw StopTimeout();
       poll_once(false);
     }
   }
@@ -253,30 +240,16 @@ class Session {
 
 void sleep_interruptibly(std::chrono::milliseconds d) {
   auto until = Clock::now() + d;
-  while (!g_stop && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (!stop_requested() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
 }  // namespace
 
-void install_stop_handlers() {
-  if (g_wake_pipe[0] < 0 && pipe2(g_wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-    g_wake_pipe[0] = g_wake_pipe[1] = -1;
-  }
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocking call returns EINTR and the loop sees the flag
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-}
-
-bool stop_requested() { return g_stop; }
 
 int run(const Config& config) {
   auto backoff = std::chrono::milliseconds(100);
   bool last_was_conflict = false;
-  while (!g_stop) {
+  while (!stop_requested()) {
     auto started = Clock::now();
     try {
       Session session(config);
