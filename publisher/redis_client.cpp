@@ -51,6 +51,15 @@ std::vector<StreamEntry> entries_of(const redisReply* r) {
 
 }  // namespace
 
+std::vector<std::optional<std::string>> RedisReply::optional_strings() const {
+  std::vector<std::optional<std::string>> out;
+  for (std::size_t i = 0; i < size(); ++i) {
+    const auto* e = reply_->element[i];
+    out.push_back(e->type == REDIS_REPLY_NIL ? std::nullopt : std::optional<std::string>(text_of(e)));
+  }
+  return out;
+}
+
 std::vector<std::string> RedisReply::strings() const {
   std::vector<std::string> out;
   for (std::size_t i = 0; i < size(); ++i) out.push_back(text_of(reply_->element[i]));

@@ -38,6 +38,8 @@ class RedisReply {
   std::size_t size() const;  // array length
   // The elements of an array of strings (SMEMBERS, KEYS…).
   std::vector<std::string> strings() const;
+  // The same with nil elements as nullopt (HMGET).
+  std::vector<std::optional<std::string>> optional_strings() const;
   // The entries of an XRANGE reply.
   std::vector<StreamEntry> entries() const;
   // The streams of an XREAD/XREADGROUP reply: (stream key, entries); empty on a nil (timeout) reply.

@@ -49,6 +49,9 @@ class RespBuffer {
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   void clear() { size_ = 0; }  // keeps the capacity for the next chunk
+  void truncate(std::size_t n) {
+    if (n < size_) size_ = n;
+  }
   std::string_view view() const { return {buf_.data(), size_}; }
 
  private:

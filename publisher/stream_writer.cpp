@@ -15,19 +15,9 @@
 namespace walstream {
 namespace {
 
-constexpr StreamWriter::Handle kNoStream = static_cast<StreamWriter::Handle>(-1);
-
-bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+constexpr StreamWriter::Handle kNoStream = Ledger::kNoStream;
 
 }  // namespace
-
-bool is_retryable_redis_error(std::string_view m) {
-  for (std::string_view p : {"OOM", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "BUSY", "MASTERDOWN",
-                             "TRYAGAIN", "NOREPLICAS", "CLUSTERDOWN", "MISCONF"}) {
-    if (starts_with(m, p)) return true;
-  }
-  return false;
-}
 
 std::optional<StreamId> parse_stream_id(std::string_view text) {
   auto dash = text.find('-');
@@ -43,6 +33,8 @@ std::optional<StreamId> parse_stream_id(std::string_view text) {
 
 StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_(nullptr, redisFree) {
   if (options_.maxlen) maxlen_text_ = std::to_string(*options_.maxlen);
+  wait_replicas_text_ = std::to_string(options_.wait_replicas);
+  wait_timeout_text_ = std::to_string(options_.wait_timeout.count());
   xadd_head_args_ = maxlen_text_.empty() ? 2 : 5;
   connect();
 }
@@ -121,99 +113,128 @@ StreamWriter::Handle StreamWriter::stream(std::string_view key) {
     head.arg("~");
     head.arg(maxlen_text_);
   }
-  streams_.push_back(Stream{std::string(key), std::string(head.view()), HwmState::Unknown, {}});
+  streams_.push_back(Stream{std::string(key), std::string(head.view())});
+  ledger_.add_stream();
   stream_index_.emplace(std::string(key), h);
   return h;
 }
 
 void StreamWriter::request_hwm(Handle h) {
   auto& s = streams_[h];
-  if (s.state != HwmState::Unknown) return;
+  for (const auto& e : expected_) {
+    if (e.kind == Expected::Hwm && e.stream == h) return;
+  }
+  if (ledger_.hwm_known(h)) return;
   // XINFO's last-generated-id is what XADD compares new IDs with, even after the top entry was deleted.
   out_.command(3);
   out_.arg("XINFO");
   out_.arg("STREAM");
   out_.arg(s.key);
-  flush_out();
-  s.state = HwmState::Requested;
   expected_.push_back({Expected::Hwm, h});
+  flush_out();
 }
 
 
+void StreamWriter::begin_transaction() { ledger_.begin(building_.size()); }
+
 bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
+  if (!ledger_.admit(h, id)) return false;
   const auto& s = streams_[h];
-  if (id <= s.hwm) {
-    ++replays_skipped_;
-    return false;
-  }
-  if (building_.commands == 0) {
-    building_.resp.command(1);
-    building_.resp.arg("MULTI");
+  if (building_.empty()) {
+    building_.command(1);
+    building_.arg("MULTI");
   }
   // XADD <key> [MAXLEN ~ <n>] <id> <field> <value>…: one copy of the stream's framed head instead
   // of framing its 2 or 5 arguments again for every entry.
-  building_.resp.command(xadd_head_args_ + 1 + 2 * fields.size());
-  building_.resp.append_framed(s.xadd_head);
+  building_.command(xadd_head_args_ + 1 + 2 * fields.size());
+  building_.append_framed(s.xadd_head);
   char idbuf[48];
   auto p = std::to_chars(idbuf, idbuf + 24, id.ms).ptr;
   *p++ = '-';
   p = std::to_chars(p, idbuf + sizeof idbuf, id.seq).ptr;
-  building_.resp.arg({idbuf, static_cast<std::size_t>(p - idbuf)});
+  building_.arg({idbuf, static_cast<std::size_t>(p - idbuf)});
   for (const auto& [name, value] : fields) {
-    building_.resp.arg(name);
-    building_.resp.arg(value);
+    building_.arg(name);
+    building_.arg(value);
   }
-  ++building_.commands;
-  building_.info.push_back({h, id});
+  ledger_.command(h, id);
   return true;
 }
 
 void StreamWriter::add_hset(std::string_view key, std::string_view field, std::string_view value) {
-  if (building_.commands == 0) {
-    building_.resp.command(1);
-    building_.resp.arg("MULTI");
+  if (building_.empty()) {
+    building_.command(1);
+    building_.arg("MULTI");
   }
-  building_.resp.command(4);
-  building_.resp.arg("HSET");
-  building_.resp.arg(key);
-  building_.resp.arg(field);
-  building_.resp.arg(value);
-  ++building_.commands;
-  building_.info.push_back({kNoStream, {}});
+  building_.command(4);
+  building_.arg("HSET");
+  building_.arg(key);
+  building_.arg(field);
+  building_.arg(value);
+  ledger_.command(kNoStream, {});
 }
 
-void StreamWriter::mark_commit(std::uint64_t end_lsn) {
-  if (building_.commands > 0) {
-    building_.ack_lsn = end_lsn;
-  } else if (inflight_) {
-    // Everything of this transaction went out with the chunk in flight.
-    inflight_->ack_lsn = end_lsn;
-  } else if (end_lsn > acked_lsn_) {
-    acked_lsn_ = end_lsn;  // nothing to write (or all replays): acknowledged at once
-  }
+void StreamWriter::mark_commit(std::uint64_t end_lsn) { ledger_.commit(end_lsn); }
+
+void StreamWriter::drop_open_transaction() {
+  if (auto keep = ledger_.drop_open_transaction()) building_.truncate(*keep);
+  if (ledger_.building_commands() == 0) building_.clear();
 }
 
 bool StreamWriter::chunk_full() const {
-  return building_.commands >= options_.chunk_commands || building_.resp.size() >= options_.chunk_bytes;
+  return ledger_.building_commands() >= options_.chunk_commands || building_.size() >= options_.chunk_bytes;
 }
 
 void StreamWriter::send_chunk() {
-  if (inflight_ || building_.commands == 0) return;
-  building_.resp.command(1);
-  building_.resp.arg("EXEC");
-  if (out_.empty()) {
-    std::swap(out_, building_.resp);  // the usual case: hand the buffer over, no copy
-  } else {
-    out_.append(building_.resp);
+  if (ledger_.in_flight()) return;
+  if (ledger_.building_commands() == 0 && !ledger_.checkpoint_due()) return;
+  auto cut = ledger_.plan_cut();
+  std::uint64_t checkpoint = ledger_.next_checkpoint();
+  if (cut.commands == 0 && checkpoint == 0) return;
+  RespBuffer& chunk = building_;
+  if (cut.commands == 0) {
+    chunk.command(1);
+    chunk.arg("MULTI");
   }
-  building_.resp.clear();
-  RespBuffer spare;
-  std::swap(spare, building_.resp);  // keep the (cleared) buffer with its capacity for the next chunk
-  inflight_ = std::move(building_);
-  building_ = Chunk{};
-  std::swap(building_.resp, spare);
+  if (cut.carry) {
+    // The open transaction opens the next chunk: move its commands behind a MULTI of their own.
+    spare_.clear();
+    spare_.command(1);
+    spare_.arg("MULTI");
+    spare_.append_framed(chunk.view().substr(cut.bytes));
+    chunk.truncate(cut.bytes);
+  }
+  if (checkpoint) {
+    char lsn[32];
+    auto text = fmt::format_to_n(lsn, sizeof lsn, "{:X}/{:X}", checkpoint >> 32, checkpoint & 0xffffffffu);
+    chunk.command(4);
+    chunk.arg("HSET");
+    chunk.arg(options_.checkpoint_key);
+    chunk.arg("lsn");
+    chunk.arg({lsn, text.size});
+  }
+  chunk.command(1);
+  chunk.arg("EXEC");
+  if (out_.empty()) {
+    std::swap(out_, chunk);  // the usual case: hand the buffer over, no copy
+  } else {
+    out_.append(chunk);
+  }
+  chunk.clear();
+  if (cut.carry) std::swap(building_, spare_);
+  ledger_.sent(cut, checkpoint);
   expected_.push_back({Expected::Chunk, 0});
+  if (options_.wait_replicas > 0) send_wait();
   flush_out();
+}
+
+void StreamWriter::send_wait() {
+  // WAIT covers every write this connection made before it: the chunk just sent.
+  out_.command(3);
+  out_.arg("WAIT");
+  out_.arg(wait_replicas_text_);
+  out_.arg(wait_timeout_text_);
+  expected_.push_back({Expected::Wait, 0});
 }
 
 void StreamWriter::handle_reply(Reply reply) {
@@ -221,11 +242,28 @@ void StreamWriter::handle_reply(Reply reply) {
     throw RedisError(RedisError::Kind::Fatal, "Redis sent a reply to no command (protocol out of step)");
   }
   auto e = expected_.front();
-  if (e.kind == Expected::Hwm) {
-    expected_.pop_front();
-    handle_hwm_reply(e.stream, reply);
-  } else {
-    handle_chunk_reply(reply);
+  switch (e.kind) {
+    case Expected::Hwm:
+      expected_.pop_front();
+      handle_hwm_reply(e.stream, reply);
+      break;
+    case Expected::Chunk:
+      handle_chunk_reply(reply);
+      break;
+    case Expected::Wait:
+      expected_.pop_front();
+      if (!reply.is(ReplyType::Integer)) {
+        auto msg = reply.is(ReplyType::Error) ? std::string(reply.text()) : std::string("not a number");
+        throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
+                         fmt::format("Redis refused WAIT {} {}: {}", wait_replicas_text_, wait_timeout_text_, msg));
+      }
+      if (!ledger_.waited(reply.integer(), options_.wait_replicas)) {
+        // Stored on this Redis but not on enough replicas: not confirmed; ask again.
+        wait_shortfall_ = reply.integer();
+        send_wait();
+        flush_out();
+      }
+      break;
   }
 }
 
@@ -234,8 +272,7 @@ void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
   if (r.is(ReplyType::Error)) {
     auto msg = r.text();
     if (msg.find("no such key") != std::string_view::npos) {
-      s.hwm = {};
-      s.state = HwmState::Known;
+      ledger_.set_hwm(h, {});
       return;
     }
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
@@ -247,8 +284,17 @@ void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
     auto v = r[i + 1];
     if (k.is(ReplyType::String) && k.text() == "last-generated-id" && v.is(ReplyType::String)) {
       if (auto id = parse_stream_id(v.text())) {
-        s.hwm = *id;
-        s.state = HwmState::Known;
+        if (!ledger_.set_hwm(h, *id)) {
+          throw RedisError(
+              RedisError::Kind::Fatal,
+              fmt::format("stream {} has last ID {}, above PostgreSQL's current WAL position {} ({}): walstream "
+                          "cannot have written it (an XADD with an automatic ID, or a Redis restored from another "
+                          "database); walstream stops rather than take this table's changes for replays: delete or "
+                          "rename the stream (or use another --prefix), then start again",
+                          s.key, id->str(), fmt::format("{:X}/{:X}", ledger_.wal_limit() >> 32,
+                                                        ledger_.wal_limit() & 0xffffffffu),
+                          ledger_.wal_limit()));
+        }
         return;
       }
     }
@@ -257,28 +303,10 @@ void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
 }
 
 void StreamWriter::handle_chunk_reply(Reply r) {
-  auto& c = *inflight_;
-  std::size_t step = c.replies++;
-  bool refused = r.is(ReplyType::Error);
-  if (step == 0 && refused) c.multi_refused = true;
-  if (step > 0 && step <= c.commands && c.multi_refused) {
-    // Without MULTI the commands ran one by one. Stored-then-refused leaves a prefix, which the
-    // replay filter handles; refused-then-stored leaves a hole it would step over.
-    if (refused) {
-      c.refused_outside_multi = true;
-    } else if (c.refused_outside_multi) {
-      c.hole = true;
-    }
-  }
-  if (step <= c.commands) {
+  if (ledger_.queued_seen() < ledger_.queued_expected()) {
     // MULTI's +OK, then +QUEUED per command; a refusal here aborts the whole EXEC.
-    if (refused && c.first_error.empty()) {
-      c.first_error = std::string(r.text());
-      if (step > 0 && c.info[step - 1].stream != kNoStream) {
-        const auto& cmd = c.info[step - 1];
-        c.first_error += fmt::format(" (XADD {} {})", streams_[cmd.stream].key, cmd.id.str());
-      }
-    }
+    bool refused = r.is(ReplyType::Error);
+    ledger_.queued(refused, refused ? r.text() : std::string_view());
     return;
   }
   expected_.pop_front();
@@ -286,59 +314,74 @@ void StreamWriter::handle_chunk_reply(Reply r) {
 }
 
 void StreamWriter::finish_chunk(Reply r) {
-  Chunk c = std::move(*inflight_);
-  inflight_.reset();
-  if (c.hole) {
-    throw RedisError(RedisError::Kind::Fatal,
-                     fmt::format("Redis refused MULTI ({}) and then stored some of the chunk's writes after refusing "
-                                 "others: a stream may have a hole; check the streams before restarting",
-                                 c.first_error));
-  }
-  if (c.multi_refused && c.refused_outside_multi) {
-    throw RedisError(is_retryable_redis_error(c.first_error) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
-                     fmt::format("Redis refused the write: {}", c.first_error));
-  }
-  if (c.multi_refused) {
-    // Every command ran and was stored, in order, just not atomically: the chunk is acknowledged.
-    entries_written_ += c.commands;
-    if (c.ack_lsn > acked_lsn_) acked_lsn_ = c.ack_lsn;
-    return;
-  }
-  if (r.is(ReplyType::Error) || r.is(ReplyType::Nil)) {
-    std::string msg = c.first_error.empty() ? std::string(r.is(ReplyType::Nil) ? "EXEC aborted" : r.text())
-                                            : c.first_error;
-    // Refusals decided at EXEC time (OOM once the queued commands are in, READONLY after a
-    // failover) arrive wrapped: classify what is inside.
-    constexpr std::string_view wrapped = "EXECABORT Transaction discarded because of: ";
-    if (msg.rfind(wrapped, 0) == 0) msg.erase(0, wrapped.size());
-    auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis refused the write: {}", msg));
-  }
-  if (!r.is(ReplyType::Array) || r.size() != c.commands) {
-    throw RedisError(RedisError::Kind::Fatal, "unexpected reply to EXEC");
-  }
-  for (std::size_t i = 0; i < r.size(); ++i) {
-    auto e = r[i];
-    if (!e.is(ReplyType::Error)) continue;
-    const auto& cmd = c.info[i];
-    auto msg = e.text();
-    if (cmd.stream == kNoStream) {
-      throw RedisError(RedisError::Kind::Fatal, fmt::format("Redis refused a schema registry write: {}", msg));
+  std::optional<std::string_view> exec_error;
+  results_.clear();
+  if (r.is(ReplyType::Error)) {
+    exec_error = r.text();
+  } else if (r.is(ReplyType::Nil)) {
+    exec_error = "EXEC aborted";
+  } else if (r.is(ReplyType::Array)) {
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      auto e = r[i];
+      results_.push_back(e.is(ReplyType::Error) ? std::optional<std::string_view>(e.text()) : std::nullopt);
     }
-    const auto& key = streams_[cmd.stream].key;
-    if (msg.find("equal or smaller") != std::string_view::npos) {
-      // Our IDs only grow and replays are filtered, so another writer has used this stream.
-      throw RedisError(RedisError::Kind::Conflict,
-                       fmt::format("stream {} already holds an entry at or above {}: another writer uses it; "
-                                   "walstream will not skip or reorder (delete the stream or use another --prefix)",
-                                   key, cmd.id.str()));
+  }
+  auto outcome = ledger_.executed(exec_error, results_);
+  using Kind = Ledger::Outcome::Kind;
+  auto where = [&] {
+    return outcome.stream == kNoStream ? std::string()
+                                       : fmt::format(" (XADD {} {})", streams_[outcome.stream].key, outcome.id.str());
+  };
+  switch (outcome.kind) {
+    case Kind::Stored:
+      // Without --redis-wait a stored chunk is acknowledged at once; with it, WAIT's reply releases it.
+      if (options_.wait_replicas == 0) ledger_.waited(0, 0);
+      return;
+    case Kind::Transient:
+      throw RedisError(RedisError::Kind::Transient, fmt::format("Redis refused the write: {}{}", outcome.message, where()));
+    case Kind::Fatal:
+      if (outcome.registry) {
+        throw RedisError(RedisError::Kind::Fatal,
+                         fmt::format("Redis refused a schema registry or checkpoint write: {}", outcome.message));
+      }
+      throw RedisError(RedisError::Kind::Fatal, fmt::format("Redis refused the write: {}{}", outcome.message, where()));
+    case Kind::Conflict:
+      conflict(outcome);
+  }
+}
+
+// Redis says the stream already holds an ID at or above one we write. Our IDs only grow and
+// replays are filtered, so either the previous connection's last chunk landed after this one read
+// the stream's last ID (Redis was stalled when we reconnected), which left exactly our entry there,
+// or someone else wrote to the stream. Only the first may be retried.
+void StreamWriter::conflict(const Ledger::Outcome& outcome) {
+  const auto& key = streams_[outcome.stream].key;
+  bool ours = false;
+  try {
+    RedisClient check(options_.url);
+    auto id = outcome.id.str();
+    auto same = check.checked({"XRANGE", key, id, id});
+    auto info = check.checked({"XINFO", "STREAM", key});
+    std::optional<StreamId> last;
+    auto fields = info.strings();
+    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+      if (fields[i] == "last-generated-id") last = parse_stream_id(fields[i + 1]);
     }
-    throw RedisError(RedisError::Kind::Fatal, fmt::format("Redis refused XADD {} {}: {}", key, cmd.id.str(), msg));
+    ours = same.size() == 1 && last && (ledger_.wal_limit() == 0 || last->ms <= ledger_.wal_limit());
+  } catch (const RedisError&) {
+    // Cannot tell: treat it as a foreign write (stop) rather than guess.
   }
-  for (const auto& cmd : c.info) {
-    if (cmd.stream != kNoStream) ++entries_written_;
+  if (ours) {
+    throw RedisError(RedisError::Kind::Transient,
+                     fmt::format("stream {} already holds {}: an earlier connection's write landed late; reconnecting "
+                                 "to read its last ID again",
+                                 key, outcome.id.str()));
   }
-  if (c.ack_lsn > acked_lsn_) acked_lsn_ = c.ack_lsn;
+  throw RedisError(RedisError::Kind::Conflict,
+                   fmt::format("stream {} already holds an entry at or above {} that walstream did not write: another "
+                               "writer uses it; walstream stops rather than skip or reorder (delete the stream or use "
+                               "another --prefix, then start again)",
+                               key, outcome.id.str()));
 }
 
 }  // namespace walstream

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "ledger.h"
 #include "redis_client.h"
 #include "redis_error.h"
 #include "redis_url.h"
@@ -33,11 +34,14 @@ class StreamWriter {
   struct Options {
     RedisUrl url;
     std::optional<std::uint64_t> maxlen;  // XADD MAXLEN ~ N
+    std::string checkpoint_key;           // hash written in every chunk that completes a transaction
+    int wait_replicas = 0;                // --redis-wait: WAIT for this many replicas before a position counts
+    std::chrono::milliseconds wait_timeout{1000};
     std::size_t chunk_bytes = 1 << 20;    // a chunk closes once its commands reach this size…
     std::size_t chunk_commands = 4096;    // …or this many commands
   };
   using Fields = std::span<const std::pair<std::string_view, std::string_view>>;
-  using Handle = std::size_t;
+  using Handle = Ledger::Handle;
 
   // Connects, authenticates, selects the database and checks the server answers. Throws RedisError.
   explicit StreamWriter(Options options);
@@ -51,55 +55,58 @@ class StreamWriter {
   // Moves bytes in both directions as far as the socket allows and handles every complete reply.
   void on_io(bool readable, bool writable);
 
+  // PostgreSQL's WAL position (IDENTIFY_SYSTEM, then every WAL end received): no stream last ID
+  // walstream wrote can be above it.
+  void raise_wal_limit(std::uint64_t lsn) { ledger_.raise_wal_limit(lsn); }
+
   // Streams, by key. A stream's high-water mark (its last ID in Redis) must be known before the
   // first entry is added to it in this connection: request it, then wait until it is known.
   Handle stream(std::string_view key);
-  bool hwm_known(Handle h) const { return streams_[h].state == HwmState::Known; }
+  bool hwm_known(Handle h) const { return ledger_.hwm_known(h); }
   void request_hwm(Handle h);
 
+  // A transaction begins: its commands are kept together in one chunk when they fit.
+  void begin_transaction();
   // Appends to the chunk being built (nothing is sent yet). Returns false, appending nothing, when
   // the ID is not above the stream's high-water mark: the entry is already stored (a replay).
   bool add_entry(Handle h, StreamId id, Fields fields);
   void add_hset(std::string_view key, std::string_view field, std::string_view value);
   // Every entry of the transaction ending at end_lsn has been added.
   void mark_commit(std::uint64_t end_lsn);
+  // A position with nothing to write (a keepalive's WAL end while idle); confirmed once a checkpoint
+  // holds it.
+  void mark_idle(std::uint64_t lsn) { ledger_.advance(lsn); }
+  // A graceful stop inside a transaction: its part not yet sent is dropped, so subscribers never see
+  // half of a transaction that fits in a chunk; PostgreSQL resends it at the next start.
+  void drop_open_transaction();
 
-  bool chunk_empty() const { return building_.commands == 0; }
+  bool chunk_empty() const { return ledger_.building_commands() == 0; }
   bool chunk_full() const;
-  bool in_flight() const { return inflight_.has_value(); }
-  // Sends the chunk being built; only when nothing is in flight.
+  bool in_flight() const { return ledger_.in_flight(); }
+  // Nothing to send but a position that only a checkpoint-only chunk would record.
+  bool checkpoint_due() const { return ledger_.checkpoint_due(); }
+  // Sends the chunk being built (cut at the open transaction's start when that keeps it whole), or
+  // a checkpoint alone when due; only when nothing is in flight.
   void send_chunk();
 
-  // The end LSN of the last transaction whose entries Redis has all acknowledged.
-  std::uint64_t acked_lsn() const { return acked_lsn_; }
-  std::uint64_t entries_written() const { return entries_written_; }
-  std::uint64_t replays_skipped() const { return replays_skipped_; }
+  // The end LSN of the last transaction whose entries and checkpoint Redis has stored (and, with
+  // --redis-wait, replicated): what may be confirmed to PostgreSQL.
+  std::uint64_t acked_lsn() const { return ledger_.acked(); }
+  std::uint64_t entries_written() const { return ledger_.entries_written(); }
+  std::uint64_t replays_skipped() const { return ledger_.replays_skipped(); }
+  std::optional<Ledger::ReplayRun> take_replays(bool ended_only = false) { return ledger_.take_replays(ended_only); }
+  // The checkpoint Redis holds at the start of the session: no need to write one not above it.
+  void seed_checkpoint(std::uint64_t lsn) { ledger_.seed(lsn); }
+  // The last WAIT that found too few replicas since the previous call: the count it found.
+  std::optional<long long> take_wait_shortfall() { return std::exchange(wait_shortfall_, std::nullopt); }
 
  private:
-  enum class HwmState { Unknown, Requested, Known };
   struct Stream {
     std::string key;
     std::string xadd_head;  // "XADD <key> [MAXLEN ~ <n>]" framed once: how every XADD to it starts
-    HwmState state = HwmState::Unknown;
-    StreamId hwm;
-  };
-  struct Command {
-    Handle stream;  // npos for a registry HSET
-    StreamId id;
-  };
-  struct Chunk {
-    RespBuffer resp;
-    std::size_t commands = 0;
-    std::vector<Command> info;
-    std::uint64_t ack_lsn = 0;
-    std::size_t replies = 0;
-    std::string first_error;
-    bool multi_refused = false;          // MULTI itself got an error: the commands ran one by one
-    bool refused_outside_multi = false;  // …and one of them was refused
-    bool hole = false;                   // …and a later one was stored after it
   };
   struct Expected {
-    enum Kind { Hwm, Chunk } kind;
+    enum Kind { Hwm, Chunk, Wait } kind;
     Handle stream = 0;
   };
 
@@ -108,6 +115,8 @@ class StreamWriter {
   void handle_hwm_reply(Handle h, Reply reply);
   void handle_chunk_reply(Reply reply);
   void finish_chunk(Reply exec_reply);
+  void send_wait();
+  [[noreturn]] void conflict(const Ledger::Outcome& outcome);
   void flush_out();
   void read_in();
   [[noreturn]] void connection_lost(const char* doing, std::string_view why);
@@ -115,17 +124,18 @@ class StreamWriter {
   Options options_;
   RedisContextPtr ctx_;  // only for its socket: the writer sends, receives and parses itself
   ReplyNodes replies_;
+  Ledger ledger_;
   std::vector<Stream> streams_;
   std::unordered_map<std::string, Handle> stream_index_;
-  Chunk building_;
+  RespBuffer building_;  // MULTI and the commands of the chunk being built
+  RespBuffer spare_;
   RespBuffer out_;  // bytes for Redis not yet written to the socket, in the order replies will come
   std::size_t out_pos_ = 0;
-  std::optional<Chunk> inflight_;
   std::deque<Expected> expected_;
-  std::uint64_t acked_lsn_ = 0;
-  std::uint64_t entries_written_ = 0;
-  std::uint64_t replays_skipped_ = 0;
+  std::vector<std::optional<std::string_view>> results_;
+  std::optional<long long> wait_shortfall_;
   std::string maxlen_text_;
+  std::string wait_replicas_text_, wait_timeout_text_;
   std::size_t xadd_head_args_ = 0;  // arguments in every Stream::xadd_head
 };
 

@@ -91,6 +91,14 @@ cxxopts::Options run_options() {
        cxxopts::value<std::string>())
       ("maxlen", "trim each stream to about N entries (XADD MAXLEN ~ N) [WALSTREAM_MAXLEN] (default: no trimming)",
        cxxopts::value<std::string>())
+      ("redis-wait", "before a position is confirmed to PostgreSQL, WAIT until N Redis replicas have the entries "
+                     "(not reached: not confirmed, logged, retried) [WALSTREAM_REDIS_WAIT] (default 0)",
+       cxxopts::value<std::string>())
+      ("redis-wait-timeout", "milliseconds each WAIT may take [WALSTREAM_REDIS_WAIT_TIMEOUT] (default 1000)",
+       cxxopts::value<std::string>())
+      ("resnapshot", "after Redis lost data or the slot was dropped: drop the slot, create it again and append "
+                     "every published table's current rows to the streams as `r` records, then stream "
+                     "[WALSTREAM_RESNAPSHOT=1]")
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -152,6 +160,22 @@ Config parse_run(int argc, char** argv) {
     throw UsageError(fmt::format("--snapshot must be initial or never, not '{}'", snapshot));
   }
   if (auto m = setting(r, "maxlen", ""); !m.empty()) c.maxlen = parse_positive(m, "--maxlen");
+  if (auto w = setting(r, "redis-wait", "0"); w != "0") {
+    auto n = parse_positive(w, "--redis-wait");
+    if (n > 64) throw UsageError(fmt::format("--redis-wait must be at most 64 replicas, not {}", n));
+    c.redis_wait = static_cast<int>(n);
+  }
+  auto wait_ms = parse_positive(setting(r, "redis-wait-timeout", "1000"), "--redis-wait-timeout");
+  if (wait_ms > 600'000) throw UsageError("--redis-wait-timeout must be at most 600000 ms");
+  c.redis_wait_timeout = std::chrono::milliseconds(wait_ms);
+  if (r.count("resnapshot")) {
+    c.resnapshot = true;
+  } else if (auto v = setting(r, "resnapshot", ""); !v.empty()) {
+    if (v != "1" && v != "0" && v != "true" && v != "false") {
+      throw UsageError(fmt::format("WALSTREAM_RESNAPSHOT must be 1 or 0, not '{}'", v));
+    }
+    c.resnapshot = v == "1" || v == "true";
+  }
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");
@@ -170,7 +194,9 @@ int cmd_run(int argc, char** argv) {
   // same failures are outages and the run loop retries them.
   try {
     walstream::prepare_source(config);
-    walstream::StreamWriter probe(walstream::StreamWriter::Options{config.redis, config.maxlen});
+    walstream::StreamWriter::Options probe_options;
+    probe_options.url = config.redis;
+    walstream::StreamWriter probe(probe_options);
   } catch (const std::exception& e) {
     walstream::log::error("{}", e.what());
     return 1;

@@ -11,16 +11,29 @@
 namespace walstream {
 namespace {
 
-// Errors that a restart, a failover or a walsender still exiting produce: worth a retry.
+// Errors are classified by SQLSTATE, never by message text (servers speak other languages).
+// Worth a retry, what a restart, a failover or a walsender still exiting produce:
 // 08: connection exceptions; 53: insufficient resources (max_wal_senders, too many connections);
 // 55006: object in use ("replication slot … is active for PID n"); 57P01-57P03: shutting down,
-// crash recovery, cannot connect now.
+// crash recovery, cannot connect now; 40001/40P01: serialization failure, deadlock.
+// Everything else (42704 a dropped slot or publication, 55000 an invalidated slot, 42501 a missing
+// privilege, 58P01 removed WAL…) is fatal: retrying cannot help, and looping would hide it.
 bool transient_sqlstate(const PGresult* r) {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   if (!state) return false;
   std::string_view s(state);
   return s.rfind("08", 0) == 0 || s.rfind("53", 0) == 0 || s == "55006" || s == "57P01" || s == "57P02" ||
-         s == "57P03";
+         s == "57P03" || s == "40001" || s == "40P01";
+}
+
+// The primary message, and the server's detail when it gives one (an invalidated slot says why
+// only there), on one line.
+std::string result_message(const PGresult* r) {
+  const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  if (!primary) return one_line(PQresultErrorMessage(r));
+  std::string msg = primary;
+  if (const char* detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) msg += fmt::format(" ({})", detail);
+  return one_line(msg);
 }
 
 }  // namespace
@@ -95,7 +108,7 @@ PgResult PgConnection::exec(const std::string& sql, ExecStatusType expected) {
   PgResult r(PQexec(conn_.get(), sql.c_str()));
   if (!r || PQresultStatus(r.get()) != expected) {
     bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
-    std::string msg = r ? one_line(PQresultErrorMessage(r.get())) : error_message();
+    std::string msg = r ? result_message(r.get()) : error_message();
     throw PgError(lost, msg.empty() ? error_message() : msg);
   }
   return r;
@@ -109,7 +122,7 @@ PgResult PgConnection::exec_params(const std::string& sql, const std::vector<std
                           nullptr, 0));
   if (!r || PQresultStatus(r.get()) != expected) {
     bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
-    std::string msg = r ? one_line(PQresultErrorMessage(r.get())) : error_message();
+    std::string msg = r ? result_message(r.get()) : error_message();
     throw PgError(lost, msg.empty() ? error_message() : msg);
   }
   return r;
@@ -147,11 +160,13 @@ int PgConnection::read_copy(PgBuffer& out) {
   }
   if (n == 0) return 0;
   if (n == -1) {
-    // The server ended COPY: collect its final result to say why.
+    // The server ended COPY: collect its final result to say why, and whether a retry can help.
     PgResult r(PQgetResult(conn_.get()));
-    std::string why = r && PQresultStatus(r.get()) != PGRES_COMMAND_OK ? one_line(PQresultErrorMessage(r.get()))
-                                                                       : std::string("end of stream");
-    throw PgError(true, fmt::format("PostgreSQL ended replication: {}", why));
+    bool failed = r && PQresultStatus(r.get()) != PGRES_COMMAND_OK;
+    std::string why = failed ? result_message(r.get()) : std::string("end of stream");
+    bool transient = !failed || PQstatus(conn_.get()) != CONNECTION_OK || !PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) ||
+                     transient_sqlstate(r.get());
+    throw PgError(transient, fmt::format("PostgreSQL ended replication: {}", why));
   }
   throw PgError(true, fmt::format("replication connection lost: {}", error_message()));
 }

@@ -25,6 +25,9 @@ struct Config {
   std::chrono::milliseconds status_interval{10'000};
   std::chrono::milliseconds max_backoff{30'000};
   std::chrono::milliseconds shutdown_timeout{30'000};
+  int redis_wait = 0;  // replicas that must have a chunk before its position is confirmed (WAIT)
+  std::chrono::milliseconds redis_wait_timeout{1000};
+  bool resnapshot = false;  // drop the slot and republish every table's rows (Redis lost data)
 };
 
 }  // namespace walstream

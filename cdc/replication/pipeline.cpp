@@ -7,8 +7,8 @@
 
 namespace walstream {
 
-Pipeline::Pipeline(Catalog& catalog, StreamWriter& writer, std::string prefix, WaitUntil wait_until)
-    : catalog_(catalog), writer_(writer), prefix_(std::move(prefix)), wait_until_(std::move(wait_until)) {}
+Pipeline::Pipeline(Catalog& catalog, StreamWriter& writer, Keys keys, WaitUntil wait_until)
+    : catalog_(catalog), writer_(writer), keys_(std::move(keys)), wait_until_(std::move(wait_until)) {}
 
 void Pipeline::handle(const copy::XLogData& data) {
   current_lsn_ = data.data_start;
@@ -28,6 +28,7 @@ void Pipeline::on(const pgoutput::Begin& m) {
   seq_ = 0;
   txn_.xid = std::to_string(m.xid);
   txn_.ts = format_pg_timestamp(m.commit_time);
+  writer_.begin_transaction();
 }
 
 void Pipeline::on(const pgoutput::Commit& m) {
@@ -58,7 +59,7 @@ void Pipeline::on(const pgoutput::Relation& m) {
   const auto& stored = relations_.put(std::move(table));
   auto& t = targets_[m.relid];
   t.table = &stored;
-  t.stream = writer_.stream(prefix_ + stored.qualified);
+  t.stream = writer_.stream(keys_.stream(stored.qualified));
   t.registered = false;
 }
 
@@ -100,7 +101,7 @@ void Pipeline::emit(Target& t, std::span<const Field> fields) {
   ++changes_;
   if (!t.registered) {
     // The registry entry goes first in the same chunk: a subscriber never sees a version it cannot look up.
-    writer_.add_hset(prefix_ + "schema:" + t.table->qualified, t.table->version, t.table->registry_json);
+    writer_.add_hset(keys_.registry(t.table->qualified), t.table->version, t.table->registry_json);
     t.registered = true;
   }
   writer_.add_entry(t.stream, StreamId{commit_lsn_, ++seq_}, fields);

@@ -10,6 +10,7 @@
 
 #include "catalog.h"
 #include "copy_protocol.h"
+#include "keys.h"
 #include "pgoutput.h"
 #include "record.h"
 #include "relation_cache.h"
@@ -20,7 +21,7 @@ namespace walstream {
 
 class Pipeline {
  public:
-  Pipeline(Catalog& catalog, StreamWriter& writer, std::string prefix, WaitUntil wait_until);
+  Pipeline(Catalog& catalog, StreamWriter& writer, Keys keys, WaitUntil wait_until);
 
   // One XLogData payload; data_start is the LSN of the change it carries.
   void handle(const copy::XLogData& data);
@@ -53,7 +54,7 @@ class Pipeline {
 
   Catalog& catalog_;
   StreamWriter& writer_;
-  std::string prefix_;
+  Keys keys_;
   WaitUntil wait_until_;
   RelationCache relations_;
   std::unordered_map<std::uint32_t, Target> targets_;

@@ -16,6 +16,7 @@
 #include "pg_conn.h"
 #include "pg_time.h"
 #include "pipeline.h"
+#include "keys.h"
 #include "snapshot.h"
 #include "stop_signal.h"
 #include "stream_writer.h"
@@ -37,22 +38,36 @@ std::int64_t now_pg_micros() {
 // confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
 class Session {
  public:
-  explicit Session(const Config& config)
+  Session(const Config& config, bool& resnapshot)
       : config_(config),
-        writer_(StreamWriter::Options{config.redis, config.maxlen}),
+        resnapshot_(resnapshot),
+        writer_(writer_options(config)),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
-        pipeline_(catalog_, writer_, config.prefix, [this](const std::function<bool()>& done) { wait_until(done); }) {}
+        pipeline_(catalog_, writer_, Keys{config.prefix, config.slot},
+                  [this](const std::function<bool()>& done) { wait_until(done); }) {}
+
+  ~Session() { log_replays(); }
 
   // Returns when stopped; throws on any failure.
   void run() {
+    // publication_names is a string literal holding a list of identifiers: quote the name as an
+    // identifier, then double the literal's quotes.
+    std::string publications;
+    for (char c : quote_ident(config_.publication)) {
+      publications.push_back(c);
+      if (c == '\'') publications.push_back('\'');
+    }
     auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}')",
-                             quote_ident(config_.slot), quote_ident(config_.publication));
+                             quote_ident(config_.slot), publications);
     auto system = repl_.exec("IDENTIFY_SYSTEM", PGRES_TUPLES_OK);
     log::debug("PostgreSQL system {} timeline {} at {} database {}", PQgetvalue(system.get(), 0, 0),
                PQgetvalue(system.get(), 0, 1), PQgetvalue(system.get(), 0, 2), PQgetvalue(system.get(), 0, 3));
-    SlotKeeper slots(config_, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); });
-    slots.prepare(repl_);
+    // A walstream entry's ID is at most the commit LSN of a transaction the server has written.
+    writer_.raise_wal_limit(copy::parse_lsn(PQgetvalue(system.get(), 0, 2)));
+    SlotKeeper slots(config_, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); },
+                     resnapshot_);
+    writer_.seed_checkpoint(slots.prepare(repl_));
     // Never report less than the slot already confirmed: an early keepalive may carry an older WAL end.
     flushed_ = slots.confirmed_flush();
     repl_.start_copy_both(start);
@@ -89,7 +104,10 @@ class Session {
   void handle(std::string_view bytes) {
     auto message = copy::parse_server_message(bytes);
     if (auto* data = std::get_if<copy::XLogData>(&message)) {
-      if (data->wal_end > received_) received_ = data->wal_end;
+      if (data->wal_end > received_) {
+        received_ = data->wal_end;
+        writer_.raise_wal_limit(received_);
+      }
       keepalive_lsn_ = 0;  // data after the keepalive: its WAL end no longer describes what we hold
       try {
         pipeline_.handle(*data);
@@ -100,7 +118,10 @@ class Session {
       return;
     }
     const auto& ka = std::get<copy::Keepalive>(message);
-    if (ka.wal_end > received_) received_ = ka.wal_end;
+    if (ka.wal_end > received_) {
+      received_ = ka.wal_end;
+      writer_.raise_wal_limit(received_);
+    }
     // Everything the server sent before this keepalive is either ours (and goes to Redis) or not
     // published. Once nothing received waits for Redis, the slot may advance to the keepalive's WAL
     // end, so WAL does not pile up while the published tables are idle and others are busy.
@@ -112,17 +133,45 @@ class Session {
 
   // Chunks leave at transaction boundaries (a full chunk leaves from the pipeline at once), so a
   // transaction that fits is applied by Redis as one MULTI/EXEC and subscribers see it whole.
+  // A position with nothing to write (transactions of unpublished tables, a keepalive's WAL end)
+  // is recorded by a checkpoint-only chunk, at most every kCheckpointEvery.
   void maybe_send_chunk() {
-    if (!writer_.in_flight() && !writer_.chunk_empty() && !pipeline_.in_transaction()) writer_.send_chunk();
+    if (writer_.in_flight() || pipeline_.in_transaction()) return;
+    if (!writer_.chunk_empty()) {
+      writer_.send_chunk();
+    } else if (writer_.checkpoint_due() && Clock::now() - last_checkpoint_only_ >= kCheckpointEvery) {
+      last_checkpoint_only_ = Clock::now();
+      writer_.send_chunk();
+    }
   }
 
+  // Only what a checkpoint in Redis covers is confirmed: at the next start Redis is compared with
+  // the slot, and must not be found behind it.
   std::uint64_t flush_position() {
-    if (keepalive_lsn_ != 0 && idle()) idle_lsn_ = std::max(idle_lsn_, keepalive_lsn_);
-    return std::max({flushed_, writer_.acked_lsn(), idle_lsn_});
+    if (keepalive_lsn_ != 0 && idle()) writer_.mark_idle(keepalive_lsn_);
+    return std::max(flushed_, writer_.acked_lsn());
+  }
+
+  void log_replays(bool ended_only = false) {
+    if (auto r = writer_.take_replays(ended_only)) {
+      log::info("skipped {} entries already in Redis (replayed transactions committed from {} to {})", r->entries,
+                copy::format_lsn(r->first_lsn), copy::format_lsn(r->last_lsn));
+    }
+  }
+
+  void log_wait_shortfall() {
+    auto found = writer_.take_wait_shortfall();
+    if (!found || Clock::now() - last_wait_warning_ < std::chrono::seconds(5)) return;
+    last_wait_warning_ = Clock::now();
+    log::warn("WAIT: {} of {} replica(s) acknowledged the last chunk within {} ms; not confirming it to PostgreSQL "
+              "yet, retrying (confirmed {})",
+              *found, config_.redis_wait, config_.redis_wait_timeout.count(), copy::format_lsn(flushed_));
   }
 
   void maybe_send_status(bool force) {
     if (!streaming_) return;  // before START_REPLICATION (during the snapshot) there is no stream to report on
+    log_replays(true);
+    if (config_.redis_wait > 0) log_wait_shortfall();
     auto now = Clock::now();
     std::uint64_t flush = flush_position();
     // Status goes out on the interval, on request, and (at most every 100 ms) when the flush moved,
@@ -210,27 +259,43 @@ class Session {
   }
 
   void shutdown() {
-    log::info("stopping: storing what was received");
-    // A transaction cut short by the stop is stored as far as it came; PostgreSQL resends it whole
-    // and the replay filter skips what is already there.
+    log::info("stopping: storing the transactions received whole");
+    // A transaction cut short by the stop is not sent (subscribers never see half of one that fits
+    // in a chunk); PostgreSQL resends it whole at the next start.
+    if (pipeline_.in_transaction()) writer_.drop_open_transaction();
     drain(writer_, [this](const std::function<bool()>& done) { wait_until(done); });
+    log_replays();
     maybe_send_status(true);
     while (!repl_.flush()) poll_once(false);
     repl_.end_copy();
     log::info("stopped; received up to {}, confirmed {}", copy::format_lsn(received_), copy::format_lsn(flushed_));
   }
 
+  static StreamWriter::Options writer_options(const Config& c) {
+    StreamWriter::Options o;
+    o.url = c.redis;
+    o.maxlen = c.maxlen;
+    o.checkpoint_key = Keys{c.prefix, c.slot}.checkpoint();
+    o.wait_replicas = c.redis_wait;
+    o.wait_timeout = c.redis_wait_timeout;
+    return o;
+  }
+
+  static constexpr auto kCheckpointEvery = std::chrono::milliseconds(200);
+
   const Config& config_;
+  bool& resnapshot_;
   StreamWriter writer_;
   Catalog catalog_;
   PgConnection repl_;
   Pipeline pipeline_;
   std::uint64_t received_ = 0;
   std::uint64_t flushed_ = 0;
-  std::uint64_t idle_lsn_ = 0;
   std::uint64_t keepalive_lsn_ = 0;  // WAL end of the last keepalive with no data after it
   Clock::time_point next_status_{};
   Clock::time_point last_status_{};
+  Clock::time_point last_checkpoint_only_{};
+  Clock::time_point last_wait_warning_{};
   bool streaming_ = false;
   std::size_t read_since_poll_ = 0;  // bytes of CopyData handled since the last poll
   bool coalescing_ = false;
@@ -248,11 +313,11 @@ void sleep_interruptibly(std::chrono::milliseconds d) {
 
 int run(const Config& config) {
   auto backoff = std::chrono::milliseconds(100);
-  bool last_was_conflict = false;
+  bool resnapshot = config.resnapshot;
   while (!stop_requested()) {
     auto started = Clock::now();
     try {
-      Session session(config);
+      Session session(config, resnapshot);
       session.run();
       return 0;
     } catch (const StopTimeout&) {
@@ -260,17 +325,14 @@ int run(const Config& config) {
                  "PostgreSQL resends it at the next start");
       return 1;
     } catch (const RedisError& e) {
-      // A stream ahead of us once may be the previous connection's last chunk landing late (Redis was
-      // stalled when we reconnected): look again once before calling it another writer.
-      bool conflict = e.kind() == RedisError::Kind::Conflict;
-      if (!e.transient() && !(conflict && !last_was_conflict)) {
+      // A conflict (another writer) is fatal: the writer already told a late landing of our own
+      // write (transient) from a foreign entry.
+      if (!e.transient()) {
         log::error("{}", e.what());
         return 1;
       }
-      last_was_conflict = conflict;
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
     } catch (const PgError& e) {
-      last_was_conflict = false;
       if (!e.transient()) {
         log::error("{}", e.what());
         return 1;

@@ -17,7 +17,16 @@ std::string qualified_name(const std::string& table) {
   return quote_ident(table.substr(0, dot)) + "." + quote_ident(table.substr(dot + 1));
 }
 
+// The catalog columns the initial snapshot reads (pg_publication_tables.attnames and rowfilter)
+// appeared in PostgreSQL 15; tested on 15.
+constexpr int kMinServerVersion = 150000;
+
 void check_server(pqxx::nontransaction& tx) {
+  auto version = tx.exec1("SELECT current_setting('server_version_num')::int, current_setting('server_version')");
+  if (version[0].as<int>() < kMinServerVersion) {
+    throw ConfigError(fmt::format("PostgreSQL {} is not supported: walstream needs PostgreSQL 15 or later",
+                                  version[1].as<std::string>()));
+  }
   auto wal_level = tx.exec1("SHOW wal_level")[0].as<std::string>();
   if (wal_level != "logical") {
     throw ConfigError(fmt::format("wal_level is '{}' but walstream needs 'logical': run ALTER SYSTEM SET wal_level = "

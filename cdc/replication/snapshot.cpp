@@ -13,6 +13,7 @@
 #include "pg_time.h"
 #include "record.h"
 #include "run_loop.h"
+#include "slot_store.h"
 #include "stop_signal.h"
 
 namespace walstream {
@@ -70,8 +71,9 @@ std::string field(const PgResult& r, int row, int col) { return PQgetvalue(r.get
 
 }  // namespace
 
-SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until)
-    : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)) {}
+SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until,
+                       bool& resnapshot)
+    : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)), resnapshot_(resnapshot) {}
 
 PgConnection& SlotKeeper::sql() {
   if (!sql_) sql_.emplace(PgConnection::open(config_.pg, false));
@@ -95,48 +97,127 @@ void SlotKeeper::drop_slot() {
                   {config_.slot}, PGRES_TUPLES_OK);
 }
 
-void SlotKeeper::prepare(PgConnection& repl) {
-  RedisClient redis(config_.redis);
-  auto status_reply = redis.checked({"HGET", state_key(), "status"});
-  std::string status = status_reply.is_nil() ? "" : std::string(status_reply.str());
+std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
+  SlotStore store(config_.redis, keys());
 
+  if (resnapshot_) {
+    // The way out after Redis lost data or the slot was dropped: a new slot, and every published
+    // table's current rows appended to its stream as `r` records, so that subscribers can rebuild.
+    log::warn("--resnapshot: dropping slot '{}' if it exists and republishing every published table's rows as `r` "
+              "records under a new slot",
+              config_.slot);
+    store.discard_staging();
+    drop_slot();
+    store.forget_snapshot();
+    store.forget_checkpoint();
+    resnapshot_ = false;  // from here on, the snapshot's own state makes a crash resume or redo it
+    return create(repl, store, true);
+  }
+
+  std::string status = store.snapshot_status();
   if (status == "creating" || status == "copying") {
     // The exported snapshot died with the process that held it: the partial copy cannot be finished
     // consistently. Its rows are only in staging streams, so no subscriber has seen them.
     log::warn("slot '{}': the initial snapshot was interrupted; discarding the partial copy and starting again under "
               "a new slot",
               config_.slot);
-    discard(redis);
+    store.discard_staging();
     drop_slot();
-    redis.checked({"DEL", state_key()});
-  } else if (status == "publishing") {
+    store.forget_snapshot();
+    store.forget_checkpoint();
+    return create(repl, store, true);
+  }
+  if (status == "publishing") {
     log::info("slot '{}': finishing the publication of the initial snapshot", config_.slot);
-    publish(redis);
+    auto tables = store.publish_staging(writer_, wait_until_);
+    store.set_snapshot_status("done");
+    log::info("slot '{}': initial snapshot published ({} table(s))", config_.slot, tables);
   }
 
-  if (slot_exists()) return;
+  auto checkpoint = store.checkpoint();
+  if (!slot_exists()) {
+    if (checkpoint && checkpoint->lsn) {
+      throw ConfigError(fmt::format(
+          "replication slot '{}' does not exist, but Redis holds a checkpoint for it at {}: the slot was dropped, "
+          "and the changes committed since are not in Redis and can no longer be streamed; start walstream once "
+          "with --resnapshot to republish every published table's rows under a new slot",
+          config_.slot, format_lsn_text(*checkpoint->lsn)));
+    }
+    return create(repl, store, config_.snapshot == SnapshotMode::Initial);
+  }
+  return verify(store, checkpoint);
+}
 
-  bool snapshot = config_.snapshot == SnapshotMode::Initial;
-  if (snapshot) redis.checked({"HSET", state_key(), "status", "creating"});
+// Redis must hold at least what PostgreSQL was told is stored. A checkpoint below the slot's
+// confirmed_flush_lsn means Redis lost entries: streaming on would leave that hole unnoticed.
+std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint) {
+  auto state = sql().exec_params("SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+                                 {config_.slot}, PGRES_TUPLES_OK);
+  if (PQntuples(state.get()) > 0 && field(state, 0, 0) == "lost") {
+    throw ConfigError(fmt::format("replication slot '{}' is invalidated (wal_status = lost): PostgreSQL removed WAL it "
+                                  "still needed (max_slot_wal_keep_size), so the changes after its position are lost; "
+                                  "start walstream once with --resnapshot to republish every published table's rows "
+                                  "under a new slot",
+                                  config_.slot));
+  }
+  std::uint64_t confirmed = confirmed_flush();
+  const std::string confirmed_text = format_lsn_text(confirmed);
+  constexpr const char* kCauses =
+      "(a FLUSHALL, a restart without persistence, an older backup restored, a failover to a replica that was "
+      "behind), or this is not the Redis walstream wrote to";
+  constexpr const char* kWayOut =
+      "start walstream once with --resnapshot to republish every published table's rows under a new slot, so "
+      "subscribers can rebuild";
+  if (!checkpoint) {
+    if (store.snapshot_status() == "done") {
+      // Streams written by a walstream from before checkpoints, with their snapshot state intact.
+      log::warn("Redis holds no checkpoint for slot '{}' but its snapshot state: adopting the slot's position {}",
+                config_.slot, confirmed_text);
+      store.set_checkpoint(confirmed);
+      return confirmed;
+    }
+    throw ConfigError(fmt::format("Redis is behind slot '{}': it holds no checkpoint, but PostgreSQL was told that "
+                                  "everything up to {} is stored; Redis lost data {}; {}",
+                                  config_.slot, confirmed_text, kCauses, kWayOut));
+  }
+  if (!checkpoint->lsn) {
+    // Marked before the slot was created, and the process died before recording its position:
+    // nothing was streamed from it yet.
+    store.set_checkpoint(confirmed);
+    return confirmed;
+  }
+  if (*checkpoint->lsn < confirmed) {
+    throw ConfigError(fmt::format("Redis is behind slot '{}': its checkpoint is at {} but PostgreSQL was told that "
+                                  "everything up to {} is stored; changes committed in ({}, {}] are lost from Redis "
+                                  "{}; {}",
+                                  config_.slot, format_lsn_text(*checkpoint->lsn), confirmed_text,
+                                  format_lsn_text(*checkpoint->lsn), confirmed_text, kCauses, kWayOut));
+  }
+  return *checkpoint->lsn;
+}
+
+std::uint64_t SlotKeeper::create(PgConnection& repl, SlotStore& store, bool snapshot) {
+  store.mark_creating();
+  if (snapshot) store.set_snapshot_status("creating");
   auto created = repl.exec(fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{}')",
                                        quote_ident(config_.slot), snapshot ? "export" : "nothing"),
                            PGRES_TUPLES_OK);
   std::string cp_text = field(created, 0, 1);
   std::uint64_t cp = copy::parse_lsn(cp_text);
   log::info("created replication slot '{}' (pgoutput) at {}", config_.slot, cp_text);
-  if (!snapshot) return;
-
-  redis.checked({"HSET", state_key(), "status", "copying", "consistent_point", cp_text});
-  copy(redis, field(created, 0, 2), cp);
-  publish(redis);
+  if (snapshot) {
+    store.set_snapshot_status("copying", cp_text);
+    copy(store, field(created, 0, 2), cp);
+    auto tables = store.publish_staging(writer_, wait_until_);
+    store.set_snapshot_status("done");
+    log::info("slot '{}': initial snapshot published ({} table(s))", config_.slot, tables);
+  }
+  // The slot starts at its consistent point: that much Redis holds now.
+  store.set_checkpoint(cp);
+  return cp;
 }
 
-void SlotKeeper::discard(RedisClient& redis) {
-  for (const auto& staging : redis.checked({"SMEMBERS", staging_set()}).strings()) redis.checked({"DEL", staging});
-  redis.checked({"DEL", staging_set()});
-}
-
-void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std::uint64_t consistent_point) {
+void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::uint64_t consistent_point) {
   auto conn = PgConnection::open(config_.pg, false);
   conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", PGRES_COMMAND_OK);
   conn.exec(fmt::format("SET TRANSACTION SNAPSHOT '{}'", snapshot_name), PGRES_COMMAND_OK);
@@ -191,12 +272,9 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
     }
     catalog_.describe(table);
 
-    std::string staging = config_.prefix + "staging:" + table.qualified;
-    redis.checked({"DEL", staging});
-    redis.checked({"SADD", staging_set(), staging});
-    auto stream = writer_.stream(staging);
+    auto stream = writer_.stream(store.open_staging(table.qualified));
     ensure_hwm(writer_, stream, wait_until_);
-    writer_.add_hset(config_.prefix + "schema:" + table.qualified, table.version, table.registry_json);
+    writer_.add_hset(keys().registry(table.qualified), table.version, table.registry_json);
 
     std::string from = quote_ident(table.schema) + "." + quote_ident(table.name);
     conn.exec(fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT", select.empty() ? "" : select, from,
@@ -227,44 +305,8 @@ void SlotKeeper::copy(RedisClient& redis, const std::string& snapshot_name, std:
   }
   conn.exec("COMMIT", PGRES_COMMAND_OK);
   // The copy is complete only when Redis holds all of it: the state moves in the last chunk.
-  writer_.add_hset(state_key(), "status", "publishing");
+  writer_.add_hset(keys().snapshot_state(), "status", "publishing");
   drain(writer_, wait_until_);
-}
-
-void SlotKeeper::publish(RedisClient& redis) {
-  auto stagings = redis.checked({"SMEMBERS", staging_set()}).strings();
-  const std::string marker = config_.prefix + "staging:";
-  for (const auto& staging : stagings) {
-    std::string target = config_.prefix + staging.substr(marker.size());
-    if (redis.checked({"EXISTS", staging}).integer() == 0) continue;  // published before a crash
-    if (redis.checked({"EXISTS", target}).integer() == 0) {
-      // The usual case, a new stream: subscribers see the whole table appear at once.
-      redis.checked({"RENAME", staging, target});
-      continue;
-    }
-    // The stream holds entries of an earlier slot: append after them, resuming by high-water mark.
-    auto stream = writer_.stream(target);
-    ensure_hwm(writer_, stream, wait_until_);
-    std::string start = "-";
-    for (;;) {
-      auto batch = redis.checked({"XRANGE", staging, start, "+", "COUNT", "1000"}).entries();
-      if (batch.empty()) break;
-      std::vector<std::pair<std::string_view, std::string_view>> fields;
-      for (const auto& entry : batch) {
-        fields.assign(entry.fields.begin(), entry.fields.end());
-        auto id = parse_stream_id(entry.id);
-        if (!id) throw RedisError(RedisError::Kind::Fatal, fmt::format("bad entry ID {} in {}", entry.id, staging));
-        writer_.add_entry(stream, *id, fields);
-        send_if_full(writer_, wait_until_);
-        start = "(" + entry.id;
-      }
-      drain(writer_, wait_until_);
-    }
-    redis.checked({"DEL", staging});
-  }
-  redis.checked({"DEL", staging_set()});
-  redis.checked({"HSET", state_key(), "status", "done"});
-  log::info("slot '{}': initial snapshot published ({} table(s))", config_.slot, stagings.size());
 }
 
 }  // namespace walstream

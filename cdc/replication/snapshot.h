@@ -11,7 +11,8 @@
 #include "catalog.h"
 #include "config.h"
 #include "pg_conn.h"
-#include "redis_client.h"
+#include "keys.h"
+#include "slot_store.h"
 #include "stream_writer.h"
 #include "writer_flow.h"
 
@@ -19,30 +20,33 @@ namespace walstream {
 
 class SlotKeeper {
  public:
-  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until);
+  // `resnapshot` (--resnapshot) is cleared once acted on, so a reconnect does not redo it.
+  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, bool& resnapshot);
 
-  // Makes sure the slot exists and any snapshot it owes is complete before streaming starts:
-  // an interrupted copy is discarded (staging streams deleted, slot dropped) and redone under a new
-  // slot; an interrupted publication is finished. `repl` is the replication connection that will
-  // then START_REPLICATION (the exported snapshot lives as long as it stays idle).
-  void prepare(PgConnection& repl);
+  // Makes sure the slot exists, that Redis holds what the slot says is stored, and that any snapshot
+  // it owes is complete before streaming starts: an interrupted copy is discarded (staging streams
+  // deleted, slot dropped) and redone under a new slot; an interrupted publication is finished.
+  // `repl` is the replication connection that will then START_REPLICATION (the exported snapshot
+  // lives as long as it stays idle). Returns the checkpoint Redis holds. Throws ConfigError when
+  // Redis is behind the slot or the slot was dropped under a checkpoint.
+  std::uint64_t prepare(PgConnection& repl);
   // The slot's confirmed_flush_lsn as PostgreSQL has it now.
   std::uint64_t confirmed_flush();
 
  private:
-  std::string state_key() const { return config_.prefix + "snapshot:" + config_.slot; }
-  std::string staging_set() const { return state_key() + ":staging"; }
+  Keys keys() const { return Keys{config_.prefix, config_.slot}; }
   PgConnection& sql();
   bool slot_exists();
   void drop_slot();
-  void discard(RedisClient& redis);
-  void copy(RedisClient& redis, const std::string& snapshot_name, std::uint64_t consistent_point);
-  void publish(RedisClient& redis);
+  std::uint64_t create(PgConnection& repl, SlotStore& store, bool snapshot);
+  std::uint64_t verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint);
+  void copy(SlotStore& store, const std::string& snapshot_name, std::uint64_t consistent_point);
 
   const Config& config_;
   Catalog& catalog_;
   StreamWriter& writer_;
   WaitUntil wait_until_;
+  bool& resnapshot_;
   std::optional<PgConnection> sql_;  // slot look-ups, opened on first use
 };
 

@@ -1,6 +1,6 @@
 // Waiting on the stream writer from inside the session: wait_until keeps both connections serviced
 // (Redis replies, PostgreSQL status updates) until its condition holds. Shared by the change
-// pipeline and the initial snapshot, so back-pressure works the same in both.
+// pipeline and the initial snapshot, so back-pressure works the same in both. No I/O of its own.
 #pragma once
 
 #include <functional>
@@ -26,11 +26,12 @@ inline void send_if_full(StreamWriter& writer, const WaitUntil& wait_until) {
   writer.send_chunk();
 }
 
-// Sends everything built and waits until Redis has stored it.
+// Sends everything built (and the checkpoint of the last position) and waits until Redis has
+// stored it.
 inline void drain(StreamWriter& writer, const WaitUntil& wait_until) {
   for (;;) {
     wait_until([&] { return !writer.in_flight(); });
-    if (writer.chunk_empty()) return;
+    if (writer.chunk_empty() && !writer.checkpoint_due()) return;
     writer.send_chunk();
   }
 }

@@ -1,0 +1,29 @@
+// Every Redis key walstream owns, named in one place: streams, schema registry, snapshot state and
+// staging, checkpoints. `qualified` is a table's unambiguous qualified name (schema/).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace walstream {
+
+struct Keys {
+  std::string prefix;  // default "walstream:"
+  std::string slot;    // the replication slot whose position these keys record
+
+  // The stream subscribers read: <prefix><schema>.<table>.
+  std::string stream(std::string_view qualified) const { return prefix + std::string(qualified); }
+  // Schema registry hash: field = version id, value = the version's JSON.
+  std::string registry(std::string_view qualified) const { return prefix + "schema:" + std::string(qualified); }
+  // Where the initial snapshot copies a table before it is published onto stream().
+  std::string staging(std::string_view qualified) const { return prefix + "staging:" + std::string(qualified); }
+  std::string staging_prefix() const { return prefix + "staging:"; }
+  // Snapshot state hash (status, consistent_point) and the set of its staging streams.
+  std::string snapshot_state() const { return prefix + "snapshot:" + slot; }
+  std::string staging_set() const { return snapshot_state() + ":staging"; }
+  // Checkpoint hash: `lsn` = end of the last transaction stored, written in the same MULTI/EXEC as
+  // the entries it covers. On a single Redis one key; see docs/design.md for the cluster layout.
+  std::string checkpoint() const { return prefix + "checkpoint:" + slot; }
+};
+
+}  // namespace walstream

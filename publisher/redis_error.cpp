@@ -1,0 +1,14 @@
+#include "redis_error.h"
+
+namespace walstream {
+
+bool is_retryable_redis_error(std::string_view m) {
+  // Whole words: BUSY (a script runs) is retryable, BUSYGROUP and BUSYKEY are not.
+  for (std::string_view p : {"OOM", "READONLY", "NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "BUSY", "MASTERDOWN",
+                             "TRYAGAIN", "NOREPLICAS", "CLUSTERDOWN", "MISCONF"}) {
+    if (m.substr(0, p.size()) == p && (m.size() == p.size() || m[p.size()] == ' ')) return true;
+  }
+  return false;
+}
+
+}  // namespace walstream

@@ -1,0 +1,119 @@
+#include "slot_store.h"
+
+#include <charconv>
+#include <fmt/format.h>
+
+namespace walstream {
+
+std::string format_lsn_text(std::uint64_t lsn) { return fmt::format("{:X}/{:X}", lsn >> 32, lsn & 0xffffffffu); }
+
+std::optional<std::uint64_t> parse_lsn_text(std::string_view text) {
+  auto slash = text.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  std::uint32_t hi = 0, lo = 0;
+  auto a = std::from_chars(text.data(), text.data() + slash, hi, 16);
+  auto b = std::from_chars(text.data() + slash + 1, text.data() + text.size(), lo, 16);
+  if (a.ec != std::errc() || a.ptr != text.data() + slash || b.ec != std::errc() ||
+      b.ptr != text.data() + text.size() || slash == 0 || slash + 1 == text.size()) {
+    return std::nullopt;
+  }
+  return (std::uint64_t{hi} << 32) | lo;
+}
+
+SlotStore::SlotStore(const RedisUrl& url, Keys keys) : redis_(url), keys_(std::move(keys)) {}
+
+std::optional<SlotStore::Checkpoint> SlotStore::checkpoint() {
+  auto fields = redis_.checked({"HMGET", keys_.checkpoint(), "lsn", "creating"}).optional_strings();
+  fields.resize(2);
+  const auto& lsn = fields[0];
+  const auto& creating = fields[1];
+  if (!lsn && !creating) return std::nullopt;
+  Checkpoint c;
+  c.creating = creating.has_value();
+  if (lsn) {
+    c.lsn = parse_lsn_text(*lsn);
+    if (!c.lsn) {
+      throw RedisError(RedisError::Kind::Fatal,
+                       fmt::format("{} field lsn holds '{}', not an LSN: it was not written by walstream",
+                                   keys_.checkpoint(), *lsn));
+    }
+  }
+  return c;
+}
+
+void SlotStore::set_checkpoint(std::uint64_t lsn) {
+  redis_.checked({"MULTI"});
+  redis_.checked({"HSET", keys_.checkpoint(), "lsn", format_lsn_text(lsn)});
+  redis_.checked({"HDEL", keys_.checkpoint(), "creating"});
+  redis_.checked({"EXEC"});
+}
+
+void SlotStore::mark_creating() { redis_.checked({"HSET", keys_.checkpoint(), "creating", "1"}); }
+
+void SlotStore::forget_checkpoint() { redis_.checked({"DEL", keys_.checkpoint()}); }
+
+std::string SlotStore::snapshot_status() {
+  auto r = redis_.checked({"HGET", keys_.snapshot_state(), "status"});
+  return r.is_nil() ? "" : std::string(r.str());
+}
+
+void SlotStore::set_snapshot_status(const std::string& status, const std::string& consistent_point) {
+  if (consistent_point.empty()) {
+    redis_.checked({"HSET", keys_.snapshot_state(), "status", status});
+  } else {
+    redis_.checked({"HSET", keys_.snapshot_state(), "status", status, "consistent_point", consistent_point});
+  }
+}
+
+void SlotStore::forget_snapshot() { redis_.checked({"DEL", keys_.snapshot_state()}); }
+
+std::string SlotStore::open_staging(const std::string& qualified) {
+  auto staging = keys_.staging(qualified);
+  redis_.checked({"DEL", staging});
+  redis_.checked({"SADD", keys_.staging_set(), staging});
+  return staging;
+}
+
+void SlotStore::discard_staging() {
+  for (const auto& staging : redis_.checked({"SMEMBERS", keys_.staging_set()}).strings()) {
+    redis_.checked({"DEL", staging});
+  }
+  redis_.checked({"DEL", keys_.staging_set()});
+}
+
+std::size_t SlotStore::publish_staging(StreamWriter& writer, const WaitUntil& wait_until) {
+  auto stagings = redis_.checked({"SMEMBERS", keys_.staging_set()}).strings();
+  const std::string marker = keys_.staging_prefix();
+  for (const auto& staging : stagings) {
+    std::string target = keys_.stream(staging.substr(marker.size()));
+    if (redis_.checked({"EXISTS", staging}).integer() == 0) continue;  // published before a crash
+    if (redis_.checked({"EXISTS", target}).integer() == 0) {
+      // The usual case, a new stream: subscribers see the whole table appear at once.
+      redis_.checked({"RENAME", staging, target});
+      continue;
+    }
+    // The stream holds entries of an earlier slot: append after them, resuming by high-water mark.
+    auto stream = writer.stream(target);
+    ensure_hwm(writer, stream, wait_until);
+    std::string start = "-";
+    for (;;) {
+      auto batch = redis_.checked({"XRANGE", staging, start, "+", "COUNT", "1000"}).entries();
+      if (batch.empty()) break;
+      std::vector<std::pair<std::string_view, std::string_view>> fields;
+      for (const auto& entry : batch) {
+        fields.assign(entry.fields.begin(), entry.fields.end());
+        auto id = parse_stream_id(entry.id);
+        if (!id) throw RedisError(RedisError::Kind::Fatal, fmt::format("bad entry ID {} in {}", entry.id, staging));
+        writer.add_entry(stream, *id, fields);
+        send_if_full(writer, wait_until);
+        start = "(" + entry.id;
+      }
+      drain(writer, wait_until);
+    }
+    redis_.checked({"DEL", staging});
+  }
+  redis_.checked({"DEL", keys_.staging_set()});
+  return stagings.size();
+}
+
+}  // namespace walstream

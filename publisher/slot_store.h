@@ -1,0 +1,55 @@
+// What Redis keeps about a slot besides its streams: the checkpoint (how far Redis holds the change
+// feed) and the initial snapshot's state and staging streams. Redis only; the decisions are the
+// caller's (cdc/replication/snapshot.cpp).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keys.h"
+#include "redis_client.h"
+#include "stream_writer.h"
+#include "writer_flow.h"
+
+namespace walstream {
+
+class SlotStore {
+ public:
+  SlotStore(const RedisUrl& url, Keys keys);
+
+  // --- checkpoint ---
+  struct Checkpoint {
+    std::optional<std::uint64_t> lsn;  // end of the last transaction Redis holds
+    bool creating = false;             // set before the slot is created, so a crash in between is known
+  };
+  // nullopt: no checkpoint key at all.
+  std::optional<Checkpoint> checkpoint();
+  void set_checkpoint(std::uint64_t lsn);
+  void mark_creating();
+  void forget_checkpoint();
+
+  // --- the initial snapshot ---
+  std::string snapshot_status();  // "" when none
+  void set_snapshot_status(const std::string& status, const std::string& consistent_point = {});
+  void forget_snapshot();
+  // A staging stream for a table, empty and listed (so a crash leaves a trace to clean up).
+  std::string open_staging(const std::string& qualified);
+  // Deletes the staging streams of an interrupted copy.
+  void discard_staging();
+  // Publishes every staging stream onto its stream: RENAME when the stream does not exist (the whole
+  // table appears at once), else appended by XADD through `writer` with the replay filter, so a crash
+  // while publishing resumes. Returns the number of tables.
+  std::size_t publish_staging(StreamWriter& writer, const WaitUntil& wait_until);
+
+ private:
+  RedisClient redis_;
+  Keys keys_;
+};
+
+// "0/16B3748" <-> 23803720, as PostgreSQL prints LSNs (upper-case hex, no padding).
+std::string format_lsn_text(std::uint64_t lsn);
+std::optional<std::uint64_t> parse_lsn_text(std::string_view text);
+
+}  // namespace walstream
