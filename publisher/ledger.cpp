@@ -63,7 +63,9 @@ void Ledger::advance(std::uint64_t lsn) { pending_ = std::max(pending_, lsn); }
 
 Ledger::Cut Ledger::plan_cut() const {
   const auto& b = building_;
-  if (in_txn_ && b.txn_start != kNone && b.txn_start > 0) return Cut{b.txn_start, b.txn_offset, true};
+  if (in_txn_ && b.txn_start != kNone && b.txn_start > 0 && b.txn_start < b.commands.size()) {
+    return Cut{b.txn_start, b.txn_offset, true};
+  }
   return Cut{b.commands.size(), 0, false};
 }
 
@@ -186,7 +188,7 @@ Ledger::Outcome Ledger::executed(std::optional<std::string_view> exec_error,
 }
 
 bool Ledger::waited(long long replicas, long long wanted) {
-  if (replicas < wanted) return false;
+  if (!inflight_ || !inflight_->stored || replicas < wanted) return false;
   acked_ = std::max(acked_, inflight_->checkpoint);
   inflight_.reset();
   return true;

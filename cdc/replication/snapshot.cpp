@@ -205,6 +205,8 @@ std::uint64_t SlotKeeper::create(PgConnection& repl, SlotStore& store, bool snap
   std::string cp_text = field(created, 0, 1);
   std::uint64_t cp = copy::parse_lsn(cp_text);
   log::info("created replication slot '{}' (pgoutput) at {}", config_.slot, cp_text);
+  // Snapshot rows get IDs just below the consistent point: WAL written after IDENTIFY_SYSTEM.
+  writer_.raise_wal_limit(cp);
   if (snapshot) {
     store.set_snapshot_status("copying", cp_text);
     copy(store, field(created, 0, 2), cp);
