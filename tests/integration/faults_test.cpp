@@ -374,9 +374,14 @@ void start_stream(const Scope& s, Walstream& w) {
   ASSERT_TRUE(wait_until([&] { return walsender_active(s); })) << w.log();
 }
 
+// Waits until walstream has logged a retry after byte `from` of its log: it noticed the outage.
+bool wait_for_retry(Walstream& w, std::size_t from) {
+  return wait_until([&] { return w.log().find("retrying", from) != std::string::npos; });
+}
+
 // A server outage in the middle of a steady load: walstream must retry, keep running, and end with
 // every committed row exactly once.
-void survives_outage(const std::function<void()>& outage) {
+void survives_outage(const std::function<void(Walstream&)>& outage) {
   Scope s;
   s.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
   Walstream w(s.args());
@@ -384,7 +389,7 @@ void survives_outage(const std::function<void()>& outage) {
   Inserter ins(s.conninfo, "t", kRows, kPause);
   ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) >= 800; }, 60s)) << w.log();
   auto before = xlen(s.stream("public.t"));
-  outage();
+  outage(w);
   EXPECT_LT(ins.committed(), kRows) << "the outage came after the load";
   expect_rows_exactly_once(s, ins, kRows, w);
   EXPECT_TRUE(w.running()) << w.log();
@@ -395,27 +400,33 @@ void survives_outage(const std::function<void()>& outage) {
 }
 
 TEST(Faults, RedisRestartMidStream) {
-  survives_outage([] { redis().restart(); });
+  survives_outage([](Walstream&) { redis().restart(); });
 }
 
 // Redis killed outright: with appendfsync always, every EXEC it acknowledged is in its AOF.
 TEST(Faults, RedisCrashMidStream) {
-  survives_outage([] {
+  survives_outage([](Walstream& w) {
+    auto log_at = w.log().size();
     ASSERT_EQ(kill(redis_server_pid(), SIGKILL), 0);
-    std::this_thread::sleep_for(300ms);
+    // Down until walstream has met the dead server.
+    bool noticed = wait_for_retry(w, log_at);
     redis().restart();  // reaps the killed server and starts it again on the same port and AOF
+    ASSERT_TRUE(noticed) << "no retry while Redis was down\n" << w.log();
   });
 }
 
 TEST(Faults, PostgresRestartMidStream) {
-  survives_outage([] { pg().restart(); });
+  survives_outage([](Walstream&) { pg().restart(); });
 }
 
 TEST(Faults, PostgresCrashMidStream) {
-  survives_outage([] {
+  survives_outage([](Walstream& w) {
+    auto log_at = w.log().size();
     pg().stop(true);  // -m immediate: no checkpoint, the slot's saved state is older than what walstream confirmed
-    std::this_thread::sleep_for(500ms);
+    // Down until walstream has lost its connection and tried again.
+    bool noticed = wait_for_retry(w, log_at);
     pg().start();
+    ASSERT_TRUE(noticed) << "no retry while PostgreSQL was down\n" << w.log();
   });
 }
 
@@ -525,8 +536,13 @@ TEST(Faults, SigkillWhileRedisStalledLosesNothing) {
     w.wait();
     first_log = w.log();
   }
-  // Redis now runs whatever the dead connection left in its socket (a whole MULTI/EXEC or nothing).
-  std::this_thread::sleep_for(300ms);
+  // Redis now runs whatever the dead connection left in its socket (a whole MULTI/EXEC or nothing),
+  // then drops it: wait until the only client left is the one asking.
+  ASSERT_TRUE(wait_until([] {
+    auto info = redis_command({"INFO", "clients"}).at(0);
+    std::smatch m;
+    return std::regex_search(info, m, std::regex(R"(connected_clients:(\d+))")) && m[1] == "1";
+  })) << first_log;
   auto& ins = *inserter;
   EXPECT_LT(ins.committed(), n) << "the stall came after the load";
   Walstream w(s.args());

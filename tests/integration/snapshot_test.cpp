@@ -7,8 +7,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <map>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -61,6 +64,65 @@ std::map<long, long> accounts_in_db(const Scope& s) {
   return table;
 }
 
+std::uint64_t parse_lsn(const std::string& text) {
+  auto slash = text.find('/');
+  if (slash == std::string::npos) throw std::runtime_error("not an LSN: " + text);
+  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
+}
+
+std::uint64_t id_ms(const std::string& id) { return std::stoull(id.substr(0, id.find('-'))); }
+
+// The consistent point PostgreSQL returned for CREATE_REPLICATION_SLOT, as walstream logs it verbatim:
+// "created replication slot '<slot>' (pgoutput) at X/Y". Empty when the line is missing or not unique.
+std::string consistent_point_in_log(const std::string& log) {
+  static const std::regex re(R"(created replication slot '[^']*' \(pgoutput\) at ([0-9A-F]+/[0-9A-F]+))");
+  std::vector<std::string> found;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator(); ++it) {
+    found.push_back((*it)[1]);
+  }
+  return found.size() == 1 ? found[0] : std::string();
+}
+
+// The snapshot-row contract on one table's stream, in ID order: first the snapshot rows, with IDs
+// `<cp - 1>-1`, `<cp - 1>-2`, …, `lsn` = cp and `xid` 0; then only changes, every one with an ID above
+// them (commit LSN >= cp). Collects the rows' `ts` into *ts and their count into *rows.
+void expect_snapshot_rows(const std::vector<Entry>& entries, const std::string& cp_text, std::set<std::string>* ts,
+                          std::size_t* rows) {
+  const std::uint64_t cp = parse_lsn(cp_text);
+  std::size_t n = 0;
+  for (; n < entries.size() && entries[n].fields.at("op") == "r"; ++n) {
+    const auto& e = entries[n];
+    ASSERT_EQ(e.id, fmt::format("{}-{}", cp - 1, n + 1)) << "snapshot row " << n + 1 << ", consistent point "
+                                                         << cp_text;
+    ASSERT_EQ(e.fields.at("lsn"), cp_text) << e.id;
+    ASSERT_EQ(e.fields.at("xid"), "0") << e.id;
+    ts->insert(e.fields.at("ts"));
+  }
+  *rows = n;
+  for (std::size_t i = n; i < entries.size(); ++i) {
+    ASSERT_NE(entries[i].fields.at("op"), "r") << "a snapshot row after a change: " << entries[i].id;
+    ASSERT_GE(id_ms(entries[i].id), cp) << "a change not above the snapshot rows (consistent point " << cp_text
+                                        << "): " << entries[i].id;
+  }
+}
+
+// Both pgbench streams hold the snapshot contract for the consistent point in walstream's log; all
+// snapshot rows share one `ts` (when the copy started). Returns the accounts stream's snapshot rows.
+std::size_t expect_snapshot_contract(const Scope& s, const Walstream& w) {
+  const std::string cp = consistent_point_in_log(w.log());
+  EXPECT_FALSE(cp.empty()) << "no single 'created replication slot' line\n" << w.log();
+  if (cp.empty()) return 0;
+  EXPECT_EQ(redis_command({"HGET", s.prefix + "snapshot:" + s.slot, "consistent_point"}), std::vector<std::string>{cp});
+  std::set<std::string> ts;
+  std::size_t accounts = 0, history = 0;
+  auto entries = xrange(s.stream("public.pgbench_accounts"));
+  EXPECT_NO_FATAL_FAILURE(expect_snapshot_rows(entries, cp, &ts, &accounts));
+  EXPECT_LT(accounts, entries.size()) << "no change streamed after the snapshot";
+  EXPECT_NO_FATAL_FAILURE(expect_snapshot_rows(xrange(s.stream("public.pgbench_history")), cp, &ts, &history));
+  EXPECT_EQ(ts.size(), 1u);
+  return accounts;
+}
+
 void expect_history_matches(const Scope& s) {
   // pgbench_history has no key: compare the multiset of (tid, bid, aid, delta).
   std::multiset<std::string> streamed;
@@ -87,9 +149,10 @@ TEST(Snapshot, CopiesExistingRowsThenStreamsWithoutGapUnderLoad) {
 
   // Writers busy before, during and after the copy.
   std::thread load([&] { pgbench(s, "-n -c 2 -T 8"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  bool busy = wait_until([&] { return s.query_one("SELECT count(*) > 0 FROM pgbench_history") == "t"; });
   Walstream w(s.args());
   load.join();
+  ASSERT_TRUE(busy) << "pgbench committed nothing before walstream started";
   ASSERT_TRUE(wait_until([&] { return s.caught_up(); }, std::chrono::seconds(90))) << w.log();
 
   auto entries = xrange(s.stream("public.pgbench_accounts"));
@@ -100,23 +163,8 @@ TEST(Snapshot, CopiesExistingRowsThenStreamsWithoutGapUnderLoad) {
   EXPECT_TRUE(replayed == accounts_in_db(s)) << "replayed stream differs from the table";
   expect_history_matches(s);
 
-  // Snapshot IDs sit below the consistent point, and every change after them.
-  auto cp = s.query_one(fmt::format("SELECT ((('x' || lpad(split_part(confirmed_flush_lsn::text, '/', 1), 8, '0'))::bit(32)::bigint << 32) "
-                                    "+ ('x' || lpad(split_part(confirmed_flush_lsn::text, '/', 2), 8, '0'))::bit(32)::bigint) "
-                                    "FROM pg_replication_slots WHERE slot_name = '{}'",
-                                    s.slot));
-  ASSERT_FALSE(cp.empty());
-  std::string first_r = entries.front().id;
-  EXPECT_EQ(entries.front().fields.at("op"), "r");
-  EXPECT_EQ(first_r, entries.front().id.substr(0, first_r.find('-')) + "-1");
-  bool seen_change = false;
-  for (const auto& e : entries) {
-    if (e.fields.at("op") != "r") seen_change = true;
-    if (seen_change) {
-      ASSERT_NE(e.fields.at("op"), "r") << "a snapshot row after a change: " << e.id;
-    }
-  }
-  EXPECT_TRUE(seen_change);
+  // Snapshot IDs sit just below the consistent point, and every change above them.
+  EXPECT_EQ(expect_snapshot_contract(s, w), 100000u);
   // Nothing left behind by the copy.
   EXPECT_TRUE(redis_command({"KEYS", s.prefix + "staging:*"}).empty());
   EXPECT_EQ(redis_command({"HGET", s.prefix + "snapshot:" + s.slot, "status"}), std::vector<std::string>{"done"});
@@ -159,6 +207,8 @@ TEST(Snapshot, SigkillDuringCopyIsRedoneUnderANewSlotWithoutDuplicates) {
   for (const auto& [aid, n] : snapshot_rows) ASSERT_EQ(n, 1) << "aid " << aid << " has " << n << " snapshot rows";
   EXPECT_TRUE(replayed == accounts_in_db(s)) << "replayed stream differs from the table";
   expect_history_matches(s);
+  // The new slot's consistent point, not the interrupted one's.
+  EXPECT_EQ(expect_snapshot_contract(s, w), 300000u);
   EXPECT_TRUE(redis_command({"KEYS", s.prefix + "staging:*"}).empty());
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
