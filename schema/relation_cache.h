@@ -4,8 +4,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "type_codec.h"
@@ -27,7 +30,7 @@ struct TableInfo {
   std::uint32_t relid = 0;
   std::string schema;
   std::string name;
-  std::string qualified;  // "public.users"
+  std::string qualified;  // qualified_table_name(schema, name): "public.users", public."a.b"
   char replident = 'd';
   std::vector<ColumnInfo> columns;
   bool has_key = false;
@@ -35,6 +38,19 @@ struct TableInfo {
   std::string version;        // schema version id: a hash of registry_json
   std::string registry_json;  // {"table":…,"columns":[…]}
 };
+
+// A table's one name in walstream's output: its stream key and registry key (after the prefix) and the
+// record's `table` field. "schema.table", where a part holding a '.' or a '"' is double-quoted as
+// PostgreSQL's quote_ident would, with each '"' doubled: public."a.b" and "public.a".b, which would
+// both be public.a.b otherwise. Every other part is written as it is (upper case, spaces, any other
+// character too), so the names of tables without dots or quotes are the ones walstream always used.
+std::string qualified_table_name(std::string_view schema, std::string_view table);
+
+// The inverse, for names a user types: "[schema.]table" -> {schema, table}, a part double-quoted or
+// not (taken as written either way, no case folding; a quoted part may hold '.' and doubled '"').
+// The schema is empty when the name has none. nullopt for an empty part, a '"' in an unquoted part,
+// an unclosed quote or text after the table.
+std::optional<std::pair<std::string, std::string>> parse_qualified_table_name(std::string_view text);
 
 // Chooses the record key (primary key columns, else the replica identity index's columns when
 // the identity is an index, else none) and computes the version id and registry JSON.

@@ -311,36 +311,75 @@ bool write_bytea(JsonWriter& w, std::string_view text) {
   return true;
 }
 
-// ---- timestamp, timestamptz --------------------------------------------------------------------
+// ---- date, timestamp, timestamptz ---------------------------------------------------------------
 
-// Length of the "Y…Y-MM-DD HH:MM:SS[.f…]" that DateStyle=ISO output starts with, or 0. Years past
-// 9999 have more digits; they are converted like any other (ISO 8601 allows expanded years).
-std::size_t iso_datetime_length(std::string_view text) {
-  Cursor c(text);
-  bool ok = c.skip_digits() >= 4 && c.eat('-') && c.exact_digits(2) && c.eat('-') && c.exact_digits(2) &&
-            c.eat(' ') && c.exact_digits(2) && c.eat(':') && c.exact_digits(2) && c.eat(':') && c.exact_digits(2);
-  if (ok && c.eat('.')) ok = c.skip_digits() > 0;
-  return ok ? c.pos() : 0;
+// DateStyle=ISO output: a date is "Y…Y-MM-DD", a timestamp that, ' ' and "HH:MM:SS[.f…]", a
+// timestamptz a timestamp and its offset. The year has four digits or more (past 9999) and counts
+// from 1 AD: a value before it ends in " BC" (a timestamptz's after its offset: "…+00 BC").
+constexpr std::string_view kBc = " BC";
+
+bool eat_iso_date(Cursor& c) {
+  return c.skip_digits() >= 4 && c.eat('-') && c.exact_digits(2) && c.eat('-') && c.exact_digits(2);
 }
 
-// "YYYY-MM-DD HH:MM:SS…" + suffix -> "YYYY-MM-DDTHH:MM:SS…" + suffix, quoted, built on the stack.
-// Digits and separators only (iso_datetime_length checked them): nothing to escape.
-bool write_iso8601(JsonWriter& w, std::string_view datetime, std::string_view suffix) {
-  std::array<char, 64> buf;
-  if (datetime.size() + suffix.size() + 2 > buf.size()) return false;
-  buf[0] = '"';
-  char* end = std::copy(datetime.begin(), datetime.end(), buf.data() + 1);
-  end = std::copy(suffix.begin(), suffix.end(), end);
-  *end++ = '"';
-  buf[1 + datetime.find(' ')] = 'T';
-  w.raw({buf.data(), static_cast<std::size_t>(end - buf.data())});
+bool eat_iso_time(Cursor& c) {
+  bool ok = c.eat(' ') && c.exact_digits(2) && c.eat(':') && c.exact_digits(2) && c.eat(':') && c.exact_digits(2);
+  if (ok && c.eat('.')) ok = c.skip_digits() > 0;
+  return ok;
+}
+
+// Appends the year before 1 AD printed as `bc_year` (digits, "0044" for 44 BC) in ISO 8601's
+// astronomical numbering, at least four digits: 1 BC is 0000, 2 BC -0001, 44 BC -0043. Declines
+// year 0 BC, which PostgreSQL never prints, and a year too long for 32 bits (its earliest is 4714 BC).
+bool append_astronomical_year(std::string_view bc_year, char*& out) {
+  if (bc_year.size() > 9) return false;
+  std::uint32_t year = 0;
+  for (char d : bc_year) year = year * 10 + static_cast<std::uint32_t>(d - '0');
+  if (year == 0) return false;
+  std::uint32_t magnitude = year - 1;
+  if (magnitude != 0) *out++ = '-';
+  std::array<char, 10> digits;
+  std::size_t n = 0;
+  for (; magnitude != 0 || n < 4; magnitude /= 10) digits[n++] = static_cast<char>('0' + magnitude % 10);
+  out = std::reverse_copy(digits.data(), digits.data() + n, out);
   return true;
 }
 
-// infinity, -infinity and BC values (" BC" after the time) have no RFC 3339 form: they stay text.
+// Writes a checked "Y…Y-MM-DD[ HH:MM:SS[.f…]]" in ISO 8601 form, then `suffix`, as a JSON string
+// built on the stack: 'T' between date and time, and the year of a `bc` value astronomical. A year
+// past 9999 keeps its digits as printed, with no '+' sign. Digits and separators: nothing to escape.
+bool write_iso8601(JsonWriter& w, std::string_view datetime, bool bc, std::string_view suffix) {
+  std::array<char, 64> buf;
+  if (datetime.size() + suffix.size() + 3 > buf.size()) return false;  // quotes, and a '-' for BC
+  char* out = buf.data();
+  *out++ = '"';
+  if (bc) {
+    const std::size_t year_end = datetime.find('-');
+    if (!append_astronomical_year(datetime.substr(0, year_end), out)) return false;
+    datetime.remove_prefix(year_end);
+  }
+  out = std::replace_copy(datetime.begin(), datetime.end(), out, ' ', 'T');
+  out = std::copy(suffix.begin(), suffix.end(), out);
+  *out++ = '"';
+  w.raw({buf.data(), static_cast<std::size_t>(out - buf.data())});
+  return true;
+}
+
+// infinity and -infinity have no ISO 8601 form: they stay text, like anything else that does not parse.
+bool write_date(JsonWriter& w, std::string_view text) {
+  Cursor c(text);
+  if (!eat_iso_date(c)) return false;
+  const std::size_t n = c.pos();
+  const bool bc = c.eat(kBc);
+  return c.done() && write_iso8601(w, text.substr(0, n), bc, "");
+}
+
 bool write_timestamp(JsonWriter& w, std::string_view text) {
-  const std::size_t n = iso_datetime_length(text);
-  return n != 0 && n == text.size() && write_iso8601(w, text, "");
+  Cursor c(text);
+  if (!eat_iso_date(c) || !eat_iso_time(c)) return false;
+  const std::size_t n = c.pos();
+  const bool bc = c.eat(kBc);
+  return c.done() && write_iso8601(w, text.substr(0, n), bc, "");
 }
 
 // With TimeZone=UTC PostgreSQL prints the offset as "+00" ("+00:00", "+00:00:00" are its forms for
@@ -351,8 +390,13 @@ bool is_zero_utc_offset(std::string_view offset) {
 }
 
 bool write_timestamptz(JsonWriter& w, std::string_view text) {
-  const std::size_t n = iso_datetime_length(text);
-  return n != 0 && is_zero_utc_offset(text.substr(n)) && write_iso8601(w, text.substr(0, n), "Z");
+  Cursor c(text);
+  if (!eat_iso_date(c) || !eat_iso_time(c)) return false;
+  const std::size_t n = c.pos();
+  std::string_view offset = text.substr(n);
+  const bool bc = offset.ends_with(kBc);
+  if (bc) offset.remove_suffix(kBc.size());
+  return is_zero_utc_offset(offset) && write_iso8601(w, text.substr(0, n), bc, "Z");
 }
 
 // ---- scalars -----------------------------------------------------------------------------------
@@ -377,13 +421,14 @@ bool write_as_kind(JsonWriter& w, TypeKind kind, std::string_view text) {
       return true;
     case TypeKind::Bytea:
       return write_bytea(w, text);
+    case TypeKind::Date:
+      return write_date(w, text);
     case TypeKind::Timestamp:
       return write_timestamp(w, text);
     case TypeKind::TimestampTz:
       return write_timestamptz(w, text);
     case TypeKind::Text:
     case TypeKind::Numeric:  // a string by contract, exact as printed
-    case TypeKind::Date:     // ISO output is already YYYY-MM-DD; infinity and BC dates stay text
     case TypeKind::Array:    // only reachable as an element kind, which PostgreSQL never has
       return false;
   }

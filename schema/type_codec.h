@@ -20,9 +20,11 @@ enum class TypeKind : std::uint8_t {
   Json,         // json -> embedded JSON, checked first (the text is the user's, kept as written)
   Jsonb,        // jsonb -> embedded JSON as printed (PostgreSQL's own printer, from the binary form)
   Bytea,        // '\x…' hex form -> base64 string
-  Date,         // YYYY-MM-DD (infinity, -infinity, BC dates: text)
+  Date,         // YYYY-MM-DD (infinity, -infinity: text)
   Timestamp,    // YYYY-MM-DDTHH:MM:SS[.ffffff] (infinity, -infinity: text)
-  TimestampTz,  // YYYY-MM-DDTHH:MM:SS[.ffffff]Z, from UTC text output (infinity: text)
+  TimestampTz,  // YYYY-MM-DDTHH:MM:SS[.ffffff]Z, from UTC text output (infinity, -infinity: text)
+                // Years of all three: ISO 8601, astronomical before 1 AD (44 BC = -0043, 1 BC = 0000),
+                // more than four digits past 9999 as PostgreSQL prints them (10000, no '+').
   Array,        // {…} literal -> nested JSON arrays of the element kind; NULL -> null
 };
 

@@ -157,21 +157,36 @@ const std::map<std::string, std::string>& expected_json() {
       {"date_plain", R"("2026-11-27")"},
       {"date_infinity", R"("infinity")"},
       {"date_minus_infinity", R"("-infinity")"},
-      {"date_bc", R"("2000-01-01 BC")"},
+      // Years before 1 AD in ISO 8601's astronomical numbering (1 BC is 0000, 2 BC is -0001); years
+      // past 9999 with as many digits as PostgreSQL prints and no sign.
+      {"date_bc", R"("-1999-01-01")"},
       {"date_year_10000", R"("10000-01-01")"},
+      {"date_44_bc", R"("-0043-03-15")"},
+      {"date_1_bc", R"("0000-12-31")"},
+      {"date_1_ad", R"("0001-01-01")"},
+      {"date_min", R"("-4712-01-01")"},
+      {"date_max", R"("5874897-12-31")"},
       {"timestamp_micros", R"("2026-11-27T01:35:15.123456")"},
       {"timestamp_half_second", R"("2026-11-27T01:35:15.5")"},
       {"timestamp_whole_second", R"("2026-11-27T01:35:15")"},
       {"timestamp_infinity", R"("infinity")"},
       {"timestamp_minus_infinity", R"("-infinity")"},
-      {"timestamp_bc", R"("2000-01-01 01:02:03.25 BC")"},
+      {"timestamp_bc", R"("-1999-01-01T01:02:03.25")"},
       {"timestamp_year_10000", R"("10000-01-01T00:00:00")"},
+      {"timestamp_1_bc", R"("0000-12-31T23:59:59.999999")"},
+      {"timestamp_min", R"("-4713-11-24T00:00:00")"},
+      {"timestamp_max", R"("294276-12-31T23:59:59.999999")"},
       {"timestamptz_from_plus_two", R"("2026-11-27T01:35:15.5Z")"},
       {"timestamptz_micros_utc", R"("2026-11-27T01:35:15.123456Z")"},
       {"timestamptz_from_half_hour_zone", R"("2026-11-27T05:00:00Z")"},
       {"timestamptz_infinity", R"("infinity")"},
       {"timestamptz_minus_infinity", R"("-infinity")"},
-      {"timestamptz_bc", R"("2000-01-01 00:00:00+00 BC")"},
+      {"timestamptz_bc", R"("-1999-01-01T00:00:00Z")"},
+      {"timestamptz_44_bc", R"("-0043-03-15T12:00:00Z")"},
+      {"timestamptz_1_bc_from_plus_two", R"("0000-12-31T23:00:00.5Z")"},
+      {"timestamptz_min", R"("-4713-11-24T00:00:00Z")"},
+      {"timestamptz_year_10000", R"("10000-01-01T00:00:00Z")"},
+      {"timestamptz_max", R"("294276-12-31T23:59:59.999999Z")"},
       {"time_micros", R"("01:35:15.123456")"},
       {"timetz_plus_two", R"("01:35:15.5+02")"},
       {"interval_full", R"("P1Y2M3DT4H5M6S")"},
@@ -202,8 +217,9 @@ const std::map<std::string, std::string>& expected_json() {
       {"float8_array_specials", R"(["NaN",1.5,"-Infinity","Infinity",-0,1e+300])"},
       {"float4_array", R"([0.1,"NaN"])"},
       {"timestamptz_array", R"(["2026-11-27T01:35:15.5Z","infinity",null])"},
-      {"timestamp_array", R"(["2026-11-27T01:35:15","-infinity","2000-01-01 00:00:00 BC"])"},
-      {"date_array", R"(["2026-11-27","infinity","2000-01-01 BC"])"},
+      {"timestamp_array", R"(["2026-11-27T01:35:15","-infinity","-1999-01-01T00:00:00"])"},
+      {"date_array", R"(["2026-11-27","infinity","-1999-01-01"])"},
+      {"timestamptz_array_bc", R"(["-0043-03-15T12:00:00Z","-infinity"])"},
       {"bytea_array", R"(["AP8=","","Zm9vYmFy",null])"},
       {"box_array", R"j(["(1,1),(0,0)","(3,3),(2,2)"])j"},
       {"char_array", R"(["ab ","abc"])"},
@@ -239,6 +255,8 @@ TEST(CapturedValues, PostgreSqlPrintsWhatTheCodecExpects) {
   std::map<std::string, std::string> output;
   for (const CapturedCase& c : captured_cases()) output[c.name] = c.output;
   EXPECT_EQ(output["timestamptz_from_plus_two"], "2026-11-27 01:35:15.5+00");  // TimeZone=UTC: "+00"
+  EXPECT_EQ(output["timestamptz_44_bc"], "0044-03-15 12:00:00+00 BC");           // " BC" after the offset
+  EXPECT_EQ(output["timestamp_1_bc"], "0001-12-31 23:59:59.999999 BC");          // 1 BC, not year 0
   EXPECT_EQ(output["bytea_array"], R"({"\\x00ff","\\x","\\x666f6f626172",NULL})");
   EXPECT_EQ(output["box_array"], "{(1,1),(0,0);(3,3),(2,2)}");  // ';' between boxes, commas unquoted
   EXPECT_EQ(output["char_padded"], "ab   ");                    // output function, not ::text
@@ -315,6 +333,21 @@ TEST(Fallback, ScalarsThatDoNotParseAreWrittenAsTheirText) {
       {TypeKind::TimestampTz, "2026-11-27 01:35:15Z"},
       {TypeKind::TimestampTz, "2026-11-27 01:35:15+0"},
       {TypeKind::TimestampTz, "2026-11-27 01:35:15-00"},
+      {TypeKind::Date, "26-11-27"},
+      {TypeKind::Date, "2026-1-27"},
+      {TypeKind::Date, "2026-11-27 00:00:00"},
+      {TypeKind::Date, "-2026-11-27"},
+      {TypeKind::Date, ""},
+      // " BC" exactly as PostgreSQL appends it, and never to year 0, which it does not print.
+      {TypeKind::Date, "2026-11-27 bc"},
+      {TypeKind::Date, "2026-11-27BC"},
+      {TypeKind::Date, "2026-11-27 BC "},
+      {TypeKind::Date, "0000-01-01 BC"},
+      {TypeKind::Timestamp, "2026-11-27 01:35:15 BC BC"},
+      {TypeKind::Timestamp, "0000-01-01 00:00:00 BC"},
+      {TypeKind::TimestampTz, "2026-11-27 01:35:15 BC+00"},
+      {TypeKind::TimestampTz, "0000-01-01 00:00:00+00 BC"},
+      {TypeKind::TimestampTz, "2026-11-27 01:35:15+02 BC"},
   };
   for (const Fallback& c : cases) EXPECT_EQ(encode(scalar(c.kind), c.text), as_json_string(c.text)) << c.text;
 }
@@ -324,6 +357,22 @@ TEST(Fallback, TimestampTzWithANonZeroOffsetKeepsItsText) {
   EXPECT_EQ(encode(scalar(TypeKind::TimestampTz), "2026-11-27 03:35:15.5+02"), R"("2026-11-27 03:35:15.5+02")");
   EXPECT_EQ(encode(scalar(TypeKind::TimestampTz), "1800-01-01 05:53:28+05:53:28"),
             R"("1800-01-01 05:53:28+05:53:28")");
+}
+
+// ISO 8601's astronomical year, signed and at least four digits, beyond the captured cases too.
+TEST(Years, BeforeOneAdAreAstronomicalWithAtLeastFourDigits) {
+  EXPECT_EQ(encode(scalar(TypeKind::Date), "0002-06-01 BC"), R"("-0001-06-01")");
+  EXPECT_EQ(encode(scalar(TypeKind::Date), "1000-06-01 BC"), R"("-0999-06-01")");
+  EXPECT_EQ(encode(scalar(TypeKind::Date), "1001-06-01 BC"), R"("-1000-06-01")");
+  EXPECT_EQ(encode(scalar(TypeKind::Date), "10001-06-01 BC"), R"("-10000-06-01")");
+  EXPECT_EQ(encode(scalar(TypeKind::Timestamp), "0010-06-01 00:00:00.000001 BC"), R"("-0009-06-01T00:00:00.000001")");
+  EXPECT_EQ(encode(scalar(TypeKind::TimestampTz), "0001-01-01 00:00:00+00:00 BC"), R"("0000-01-01T00:00:00Z")");
+}
+
+TEST(Years, FromOneAdKeepTheirDigitsWithoutASign) {
+  EXPECT_EQ(encode(scalar(TypeKind::Date), "0001-01-01"), R"("0001-01-01")");
+  EXPECT_EQ(encode(scalar(TypeKind::Date), "9999-12-31"), R"("9999-12-31")");
+  EXPECT_EQ(encode(scalar(TypeKind::Timestamp), "12345-01-01 00:00:00"), R"("12345-01-01T00:00:00")");
 }
 
 TEST(TimestampTz, EveryZeroOffsetFormIsUtc) {
