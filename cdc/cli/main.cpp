@@ -9,6 +9,7 @@
 #include "config.h"
 #include "errors.h"
 #include "log.h"
+#include "relation_cache.h"
 #include "run_loop.h"
 #include "stop_signal.h"
 #include "setup.h"
@@ -146,8 +147,9 @@ Config parse_run(int argc, char** argv) {
     auto end = tables.find(',', start);
     if (end == std::string::npos) end = tables.size();
     auto t = tables.substr(start, end - start);
-    if (t.empty() || std::count(t.begin(), t.end(), '.') > 1) throw UsageError(fmt::format("--tables: bad table name '{}'", t));
-    c.tables.push_back(t);
+    auto name = walstream::parse_qualified_table_name(t);
+    if (!name) throw UsageError(fmt::format("--tables: bad table name '{}', expected schema.table", t));
+    c.tables.push_back(*name);
     start = end + 1;
   }
   c.prefix = setting(r, "prefix", "walstream:");
@@ -243,10 +245,11 @@ int cmd_tail(int argc, char** argv) {
   walstream::TailOptions t;
   if (r.count("tables")) {
     for (auto name : r["tables"].as<std::vector<std::string>>()) {
-      if (name.empty() || std::count(name.begin(), name.end(), '.') > 1 || name.front() == '.' || name.back() == '.') {
-        throw UsageError(fmt::format("tail: bad table name '{}', expected schema.table", name));
-      }
-      t.tables.push_back(name.find('.') == std::string::npos ? "public." + name : name);
+      // The stream key's form of the name: a part with a dot or a quote is double-quoted.
+      auto parsed = walstream::parse_qualified_table_name(name);
+      if (!parsed) throw UsageError(fmt::format("tail: bad table name '{}', expected schema.table", name));
+      t.tables.push_back(
+          walstream::qualified_table_name(parsed->first.empty() ? "public" : parsed->first, parsed->second));
     }
   }
   if (t.tables.empty()) throw UsageError("tail: name at least one table (schema.table)");

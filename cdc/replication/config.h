@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "redis_url.h"
@@ -18,7 +19,8 @@ struct Config {
   RedisUrl redis;
   std::string slot = "walstream";
   std::string publication = "walstream";
-  std::vector<std::string> tables;  // publication's tables when walstream creates it; empty = all
+  // (schema, table) of a publication walstream creates (empty schema: the search path); empty = all
+  std::vector<std::pair<std::string, std::string>> tables;
   std::string prefix = "walstream:";
   SnapshotMode snapshot = SnapshotMode::Initial;  // when walstream creates the slot
   std::optional<std::uint64_t> maxlen;

@@ -11,10 +11,8 @@
 namespace walstream {
 namespace {
 
-std::string qualified_name(const std::string& table) {
-  auto dot = table.find('.');
-  if (dot == std::string::npos) return quote_ident(table);
-  return quote_ident(table.substr(0, dot)) + "." + quote_ident(table.substr(dot + 1));
+std::string qualified_name(const std::string& schema, const std::string& table) {
+  return schema.empty() ? quote_ident(table) : quote_ident(schema) + "." + quote_ident(table);
 }
 
 // The catalog columns the initial snapshot reads (pg_publication_tables.attnames and rowfilter)
@@ -56,7 +54,7 @@ void ensure_publication(pqxx::nontransaction& tx, const Config& config) {
     sql += " FOR TABLE ";
     for (std::size_t i = 0; i < config.tables.size(); ++i) {
       if (i) sql += ", ";
-      sql += qualified_name(config.tables[i]);
+      sql += qualified_name(config.tables[i].first, config.tables[i].second);
     }
   }
   try {
@@ -83,7 +81,7 @@ void warn_missing_identity(pqxx::nontransaction& tx, const Config& config) {
       "  (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))",
       config.publication);
   for (const auto& row : rows) {
-    auto table = qualified_name(row[0].as<std::string>() + "." + row[1].as<std::string>());
+    auto table = qualified_name(row[0].as<std::string>(), row[1].as<std::string>());
     log::warn("table {} has no primary key or replica identity: PostgreSQL will reject its UPDATEs and DELETEs; fix "
               "with ALTER TABLE {} REPLICA IDENTITY FULL (or USING INDEX <unique index>)",
               table, table);
