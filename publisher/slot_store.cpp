@@ -22,6 +22,19 @@ std::optional<std::uint64_t> parse_lsn_text(std::string_view text) {
 
 SlotStore::SlotStore(const RedisUrl& url, Keys keys) : redis_(url), keys_(std::move(keys)) {}
 
+void SlotStore::check_eviction_policy() {
+  auto r = redis_.command({"CONFIG", "GET", "maxmemory-policy"});
+  if (r.is_error() || !r.is_array()) return;
+  auto values = r.strings();
+  if (values.size() == 2 && values[1].rfind("allkeys-", 0) == 0) {
+    throw RedisError(RedisError::Kind::Fatal,
+                     fmt::format("Redis has maxmemory-policy {}: it may evict walstream's streams and checkpoint "
+                                 "without a word when memory runs out; set maxmemory-policy noeviction (walstream "
+                                 "then waits and retries while Redis refuses writes for lack of memory)",
+                                 values[1]));
+  }
+}
+
 std::optional<SlotStore::Checkpoint> SlotStore::checkpoint() {
   auto fields = redis_.checked({"HMGET", keys_.checkpoint(), "lsn", "creating"}).optional_strings();
   fields.resize(2);

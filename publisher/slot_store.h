@@ -19,6 +19,10 @@ class SlotStore {
  public:
   SlotStore(const RedisUrl& url, Keys keys);
 
+  // Throws (fatal) when Redis may evict keys without a word (maxmemory-policy allkeys-*): a stream or
+  // the checkpoint evicted is data lost silently. A Redis that hides CONFIG passes.
+  void check_eviction_policy();
+
   // --- checkpoint ---
   struct Checkpoint {
     std::optional<std::uint64_t> lsn;  // end of the last transaction Redis holds

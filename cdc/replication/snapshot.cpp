@@ -99,6 +99,7 @@ void SlotKeeper::drop_slot() {
 
 std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
   SlotStore store(config_.redis, keys());
+  store.check_eviction_policy();
 
   if (resnapshot_) {
     // The way out after Redis lost data or the slot was dropped: a new slot, and every published

@@ -175,6 +175,27 @@ TEST(Cli, UnreachableRedis) {
   expect_one_clear_error(o, {"Redis", std::to_string(port)});
 }
 
+// A Redis that may evict keys would drop streams or the checkpoint without a word.
+TEST(Cli, RedisThatMayEvictKeysIsRefused) {
+  Scope s;
+  s.sql("CREATE TABLE kv (k int PRIMARY KEY)");
+  redis_command({"CONFIG", "SET", "maxmemory-policy", "allkeys-lru"});
+  auto o = run_walstream(s.args());
+  redis_command({"CONFIG", "SET", "maxmemory-policy", "noeviction"});
+  expect_one_clear_error(o, {"maxmemory-policy allkeys-lru", "noeviction"});
+}
+
+TEST(Cli, BadWaitFlags) {
+  auto o = run_walstream({"run", "--redis-wait", "-1"});
+  EXPECT_EQ(o.code, 2) << o.output;
+  EXPECT_NE(o.output.find("--redis-wait"), std::string::npos) << o.output;
+  o = run_walstream({"run", "--redis-wait-timeout", "0"});
+  EXPECT_EQ(o.code, 2) << o.output;
+  o = run_walstream({"run"}, {{"WALSTREAM_RESNAPSHOT", "maybe"}});
+  EXPECT_EQ(o.code, 2) << o.output;
+  EXPECT_NE(o.output.find("WALSTREAM_RESNAPSHOT"), std::string::npos) << o.output;
+}
+
 TEST(Cli, RoleWithoutReplication) {
   Scope s;
   s.sql("CREATE ROLE nrep LOGIN");
@@ -228,7 +249,8 @@ TEST(Cli, HelpListsEveryFlag) {
   auto run = run_walstream({"run", "--help"});
   EXPECT_EQ(run.code, 0) << run.output;
   for (const char* flag : {"pg", "redis", "slot", "publication", "tables", "prefix", "maxlen", "status-interval",
-                           "shutdown-timeout", "max-backoff", "log-level"}) {
+                           "shutdown-timeout", "max-backoff", "log-level", "redis-wait", "redis-wait-timeout",
+                           "resnapshot"}) {
     std::string env = "WALSTREAM_";
     for (const char* c = flag; *c; ++c) env += *c == '-' ? '_' : static_cast<char>(std::toupper(*c));
     EXPECT_NE(run.output.find(std::string("--") + flag), std::string::npos) << flag << "\n" << run.output;
