@@ -503,7 +503,8 @@ class Walstream:
     def __init__(self, binary, srv, db, slot, prefix, logfile):
         self.logfile = logfile
         self.cmd = [binary, "run", "--pg", srv.url(db), "--redis", srv.redis_url(), "--slot", slot,
-                    "--publication", "walstream", "--prefix", prefix, "--status-interval", "0.1"]
+                    "--publication", "walstream", "--prefix", prefix, "--status-interval", "0.1",
+                    "--adopt-slot"]
         self.proc = None
 
     def start(self):

@@ -2,6 +2,7 @@
 // releases, the replay filter, and where a full chunk is cut. No I/O: StreamWriter feeds it events.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -96,9 +97,12 @@ class Ledger {
   bool waited(long long replicas, long long wanted);
 
   // --- positions ---
-  // The checkpoint Redis already holds when the session starts: none lower is written.
+  // The checkpoint Redis already holds when the session starts (checked against the slot): none
+  // lower is written, and what it covers may be confirmed at once, while PostgreSQL resends it.
   void seed(std::uint64_t stored_checkpoint) {
-    if (stored_checkpoint > checkpoint_sent_) checkpoint_sent_ = stored_checkpoint;
+    checkpoint_sent_ = std::max(checkpoint_sent_, stored_checkpoint);
+    stored_ = std::max(stored_, stored_checkpoint);
+    acked_ = std::max(acked_, stored_checkpoint);
   }
   // The end of the last transaction whose entries and checkpoint Redis stored (and replicated, with
   // --redis-wait): what may be confirmed to PostgreSQL.

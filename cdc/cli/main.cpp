@@ -43,6 +43,19 @@ std::string setting(const cxxopts::ParseResult& r, const std::string& flag, cons
   return fallback;
 }
 
+// A flag without a value, or its variable set to 1/0 (true/false).
+bool switch_setting(const cxxopts::ParseResult& r, const std::string& flag) {
+  if (r.count(flag)) return true;
+  std::string env = "WALSTREAM_";
+  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  auto v = setting(r, flag, "");
+  if (v.empty()) return false;
+  if (v != "1" && v != "0" && v != "true" && v != "false") {
+    throw UsageError(fmt::format("{} must be 1 or 0, not '{}'", env, v));
+  }
+  return v == "1" || v == "true";
+}
+
 std::uint64_t parse_positive(const std::string& text, const char* what) {
   std::size_t used = 0;
   unsigned long long v = 0;
@@ -100,6 +113,9 @@ cxxopts::Options run_options() {
       ("resnapshot", "after Redis lost data or the slot was dropped: drop the slot, create it again and append "
                      "every published table's current rows to the streams as `r` records, then stream "
                      "[WALSTREAM_RESNAPSHOT=1]")
+      ("adopt-slot", "the slot was created outside walstream (pg_create_logical_replication_slot) and Redis holds "
+                     "no checkpoint for it yet: stream from the slot's position instead of stopping "
+                     "[WALSTREAM_ADOPT_SLOT=1]")
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -170,14 +186,8 @@ Config parse_run(int argc, char** argv) {
   auto wait_ms = parse_positive(setting(r, "redis-wait-timeout", "1000"), "--redis-wait-timeout");
   if (wait_ms > 600'000) throw UsageError("--redis-wait-timeout must be at most 600000 ms");
   c.redis_wait_timeout = std::chrono::milliseconds(wait_ms);
-  if (r.count("resnapshot")) {
-    c.resnapshot = true;
-  } else if (auto v = setting(r, "resnapshot", ""); !v.empty()) {
-    if (v != "1" && v != "0" && v != "true" && v != "false") {
-      throw UsageError(fmt::format("WALSTREAM_RESNAPSHOT must be 1 or 0, not '{}'", v));
-    }
-    c.resnapshot = v == "1" || v == "true";
-  }
+  c.resnapshot = switch_setting(r, "resnapshot");
+  c.adopt_slot = switch_setting(r, "adopt-slot");
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");

@@ -170,6 +170,12 @@ std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore
       "start walstream once with --resnapshot to republish every published table's rows under a new slot, so "
       "subscribers can rebuild";
   if (!checkpoint) {
+    if (config_.adopt_slot) {
+      log::warn("--adopt-slot: Redis holds no checkpoint for slot '{}': streaming from the slot's position {}",
+                config_.slot, confirmed_text);
+      store.set_checkpoint(confirmed);
+      return confirmed;
+    }
     if (store.snapshot_status() == "done") {
       // Streams written by a walstream from before checkpoints, with their snapshot state intact.
       log::warn("Redis holds no checkpoint for slot '{}' but its snapshot state: adopting the slot's position {}",
@@ -178,7 +184,8 @@ std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore
       return confirmed;
     }
     throw ConfigError(fmt::format("Redis is behind slot '{}': it holds no checkpoint, but PostgreSQL was told that "
-                                  "everything up to {} is stored; Redis lost data {}; {}",
+                                  "everything up to {} is stored; Redis lost data {}; {} (or, if the slot was created "
+                                  "outside walstream and nothing was streamed from it yet, start with --adopt-slot)",
                                   config_.slot, confirmed_text, kCauses, kWayOut));
   }
   if (!checkpoint->lsn) {

@@ -248,7 +248,9 @@ TEST(Faults, SigkillUnderPgbenchLoadMatchesTestDecoding) {
   const auto accounts = s.stream("public.pgbench_accounts");
   for (int round = 0; round < 5; ++round) {
     auto before = xlen(accounts);
-    Walstream w(s.args());
+    auto args = s.args();
+    args.push_back("--adopt-slot");  // made beside the reference slot, outside walstream
+    Walstream w(args);
     if (round % 2 == 0) {
       wait_until([&] { return xlen(accounts) > before; }, 10s);
       std::this_thread::sleep_for(std::chrono::milliseconds(backlog_ms(rng)));
@@ -262,7 +264,9 @@ TEST(Faults, SigkillUnderPgbenchLoadMatchesTestDecoding) {
     ASSERT_TRUE(alive) << "walstream exited before the SIGKILL\n" << logs;
     std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms(rng)));
   }
-  Walstream w(s.args());
+  auto final_args = s.args();
+  final_args.push_back("--adopt-slot");
+  Walstream w(final_args);
   bench.join();
   ASSERT_FALSE(bench_failed) << bench_output;
   ASSERT_TRUE(w.running()) << logs << w.log();
