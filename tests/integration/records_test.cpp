@@ -565,3 +565,36 @@ TEST(Records, IdleSlotAdvancesPastUnpublishedWal) {
   EXPECT_EQ(xlen(s.stream("public.a")), 1);
   EXPECT_EQ(redis_command({"EXISTS", s.stream("public.b")}), std::vector<std::string>{"0"});
 }
+
+// public."a.b" and "public.a".b would both be walstream:public.a.b if names were joined as they
+// are: each gets its own stream and registry key, and a quoted name in --tables works.
+TEST(Records, DottedNamesGetStreamsOfTheirOwn) {
+  Scope s;
+  s.sql(R"(CREATE SCHEMA "public.a"; CREATE TABLE public."a.b" (id int PRIMARY KEY);
+           CREATE TABLE "public.a".b (id int PRIMARY KEY))");
+  Walstream w(with(s.args(), {"--tables", R"(public."a.b","public.a".b)"}));
+  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
+  s.sql(R"(INSERT INTO public."a.b" VALUES (1); INSERT INTO "public.a".b VALUES (2))");
+  const auto first = s.stream(R"(public."a.b")"), second = s.stream(R"("public.a".b)");
+  ASSERT_TRUE(wait_until([&] { return xlen(first) == 1 && xlen(second) == 1; })) << w.log();
+  EXPECT_EQ(last_after(first), R"({"id":1})");
+  EXPECT_EQ(last_after(second), R"({"id":2})");
+  EXPECT_EQ(xrange(first)[0].fields.at("table"), R"(public."a.b")");
+  EXPECT_EQ(xrange(second)[0].fields.at("table"), R"("public.a".b)");
+  EXPECT_EQ(redis_command({"EXISTS", s.stream("public.a.b")}), std::vector<std::string>{"0"});
+  EXPECT_EQ(redis_command({"EXISTS", s.prefix + R"(schema:public."a.b")"}), std::vector<std::string>{"1"});
+  EXPECT_EQ(redis_command({"EXISTS", s.prefix + R"(schema:"public.a".b)"}), std::vector<std::string>{"1"});
+}
+
+// The publication name goes into START_REPLICATION inside a string literal: a quote in it must not
+// end the literal.
+TEST(Records, PublicationNameWithAQuote) {
+  Scope s;
+  s.sql("CREATE TABLE kv (k int PRIMARY KEY)");
+  Walstream w(with(s.args(), {"--publication", "it's"}));
+  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
+  EXPECT_EQ(s.query_one("SELECT count(*) FROM pg_publication WHERE pubname = 'it''s'"), "1");
+  s.sql("INSERT INTO kv VALUES (7)");
+  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.kv")) == 1; })) << w.log();
+  EXPECT_EQ(last_after(s.stream("public.kv")), R"({"k":7})");
+}
