@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "keys.h"
 #include "log.h"
 #include "record_json.h"
 #include "redis_client.h"
@@ -38,9 +39,11 @@ struct Delivered {
 class Tailer {
  public:
   explicit Tailer(const TailOptions& o) : o_(o) {
+    Keys keys{o.prefix, {}};
     for (const auto& t : o.tables) {
       // A stream named twice would be read twice, and each entry printed twice.
-      if (std::find(keys_.begin(), keys_.end(), o.prefix + t) == keys_.end()) keys_.push_back(o.prefix + t);
+      auto key = keys.stream(t);
+      if (std::find(keys_.begin(), keys_.end(), key) == keys_.end()) keys_.push_back(key);
     }
   }
 
