@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -63,21 +65,43 @@ std::atomic<int> g_scope_counter{0};
 
 }  // namespace
 
+// Ports. Binding port 0, reading the number the kernel chose and closing the socket (what this did
+// before) races: under `ctest -j2` the kernel may give the same ephemeral number to the other test
+// binary, or to any process's outgoing connection, before our server binds it. So ports come from
+// outside the kernel's ephemeral range (net.ipv4.ip_local_port_range), where no connection gets a
+// local port on its own, and each process walks its own block of that range, chosen by a hash of its
+// pid, so concurrent test binaries normally never ask for the same numbers. Each candidate is still
+// checked with bind() (another process may hold it). Two pids hashed to one block can still race
+// for a port, so the servers' start is retried on a new port when the server cannot bind
+// (Postgres: "Address already in use" in its log; Redis: the child exits so, or the server answering
+// on the port is not our child).
 int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  static const auto range = [] {
+    int low = 32768, high = 60999;
+    std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+    in >> low >> high;
+    constexpr int kFloor = 10000;  // above the well-known and registered ports services tend to use
+    if (low - kFloor >= 4096) return std::pair{kFloor, low - 1};
+    return std::pair{high + 1, 65535};
+  }();
+  static std::atomic<unsigned> next{0};
+  constexpr unsigned kBlock = 128;
+  const unsigned span = static_cast<unsigned>(range.second - range.first + 1);
+  const unsigned blocks = std::max(1u, span / kBlock);
+  const unsigned start = static_cast<unsigned>((static_cast<std::uint64_t>(getpid()) * 2654435761u) % blocks) * kBlock;
+  for (unsigned tries = 0; tries < span; ++tries) {
+    int port = range.first + static_cast<int>((start + next++) % span);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket failed");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     close(fd);
-    throw std::runtime_error("bind failed");
+    if (ok) return port;
   }
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
+  throw std::runtime_error(fmt::format("no free port in {}-{}", range.first, range.second));
 }
 
 std::string shell(const std::string& command) {
@@ -94,6 +118,28 @@ std::string shell(const std::string& command) {
 
 // ---------------------------------------------------------------- PostgreSQL
 
+namespace {
+
+std::streamoff file_size(const std::string& path) {
+  std::ifstream in(path, std::ios::ate);
+  return in ? static_cast<std::streamoff>(in.tellg()) : 0;
+}
+
+std::string slurp(const std::string& path, std::streamoff from = 0) {
+  std::ifstream in(path);
+  in.seekg(from);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+constexpr int kStartAttempts = 8;  // fresh ports tried when the server finds its port taken
+
+// process_id of INFO server of whatever answers on the port, within a second.
+std::string server_pid(int port);
+
+}  // namespace
+
 void Postgres::start() {
   if (dir_.empty()) {
     dir_ = make_temp_dir("pg");
@@ -102,17 +148,39 @@ void Postgres::start() {
     shell(as_postgres(fmt::format("{}/initdb -D {}/data -A trust -U postgres --no-sync", kPgBin, dir_)));
   }
   // A restart keeps the port, like a real server coming back where clients expect it.
-  if (port_ == 0) port_ = free_port();
-  shell(as_postgres(fmt::format(
-      "{}/pg_ctl -D {}/data -l {}/log/postgres.log -w -t 60 start -o \"-c port={} -c listen_addresses=127.0.0.1 "
-      "-c unix_socket_directories={}/sock -c wal_level=logical -c max_replication_slots=50 -c max_wal_senders=50 "
-      "-c fsync=off -c wal_sender_timeout=60s {}\"",
-      kPgBin, dir_, dir_, port_, dir_, extra_options)));
+  const bool fresh = port_ == 0;
+  const std::string log = dir_ + "/log/postgres.log";
+  for (int attempt = 1;; ++attempt) {
+    if (port_ == 0) port_ = free_port();
+    auto log_at = file_size(log);
+    try {
+      shell(as_postgres(fmt::format(
+          "{}/pg_ctl -D {}/data -l {} -w -t 60 start -o \"-c port={} -c listen_addresses=127.0.0.1 "
+          "-c unix_socket_directories={}/sock -c wal_level=logical -c max_replication_slots=50 -c max_wal_senders=50 "
+          "-c fsync=off -c wal_sender_timeout=60s {}\"",
+          kPgBin, dir_, log, port_, dir_, extra_options)));
+      running_ = true;
+      return;
+    } catch (const std::exception&) {
+      bool port_taken = slurp(log, log_at).find("Address already in use") != std::string::npos;
+      if (!fresh || !port_taken || attempt == kStartAttempts) throw;
+      port_ = 0;
+    }
+  }
 }
 
 void Postgres::stop(bool immediate) {
   if (dir_.empty()) return;
   shell(as_postgres(fmt::format("{}/pg_ctl -D {}/data -m {} -w -t 60 stop", kPgBin, dir_, immediate ? "immediate" : "fast")));
+  running_ = false;
+}
+
+Postgres::~Postgres() {
+  try {
+    if (running_) stop(true);
+    if (!dir_.empty() && dir_.rfind("/tmp/walstream-", 0) == 0) shell("rm -rf " + dir_);
+  } catch (...) {
+  }
 }
 
 std::string Postgres::conninfo(const std::string& db, const std::string& user) const {
@@ -128,27 +196,74 @@ void Postgres::kill_walsenders() {
 void Redis::start(bool aof) {
   aof_ = aof;
   if (dir_.empty()) dir_ = make_temp_dir("redis");
-  if (port_ == 0) port_ = free_port();
+  // A restart keeps the port, like a real server coming back where clients expect it.
+  const bool fresh = port_ == 0;
+  for (int attempt = 1;; ++attempt) {
+    if (port_ == 0) port_ = free_port();
+    auto log_at = file_size(log_path());
+    try {
+      launch();
+      return;
+    } catch (const std::exception&) {
+      bool port_taken = slurp(log_path(), log_at).find("Address already in use") != std::string::npos;
+      if (!fresh || !port_taken || attempt == kStartAttempts) throw;
+      port_ = 0;
+    }
+  }
+}
+
+void Redis::start_replica_of(const Redis& master, bool aof) {
+  master_port_ = master.port();
+  start(aof);
+}
+
+// Starts redis-server on port_ and waits until it answers as our own child: an answer from some
+// other process's server on that port does not count.
+void Redis::launch() {
+  int log_fd = open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) throw std::runtime_error("cannot open " + log_path());
+  // No delay before a full synchronisation of a new replica (Redis 7 waits 5 s for more replicas).
+  std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+                                   "--dir", dir_, "--save", "", "--appendonly", aof_ ? "yes" : "no",
+                                   "--appendfsync", "always", "--repl-diskless-sync-delay", "0"};
+  if (master_port_ != 0) args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(master_port_)});
   pid_ = fork();
   if (pid_ == 0) {
-    std::string port = std::to_string(port_);
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--dir", dir_.c_str(),
-           "--save", "", "--appendonly", aof ? "yes" : "no", "--appendfsync", "always", nullptr);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execvp("redis-server", argv.data());
     _exit(127);
   }
+  close(log_fd);
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  bool exited = false;
   bool up = wait_until(
       [&] {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          exited = true;
+          return true;
+        }
         try {
-          return redis_command({"PING"}) == std::vector<std::string>{"PONG"};
+          // Ours, and done loading its AOF (PING answers LOADING until then).
+          return server_pid(port_) == std::to_string(pid_) &&
+                 redis_command(port_, {"PING"}) == std::vector<std::string>{"PONG"};
         } catch (...) {
           return false;
         }
       },
       std::chrono::seconds(20));
-  if (!up) throw std::runtime_error("redis-server did not start");
+  if (exited || !up) {
+    if (!exited) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    pid_ = -1;
+    throw std::runtime_error(fmt::format("redis-server on port {} did not start:\n{}", port_, log()));
+  }
 }
 
 void Redis::stop() {
@@ -158,6 +273,61 @@ void Redis::stop() {
   waitpid(pid_, &status, 0);
   pid_ = -1;
 }
+
+void Redis::crash() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void Redis::promote() {
+  redis_command(port_, {"REPLICAOF", "NO", "ONE"});
+  master_port_ = 0;
+}
+
+std::string Redis::info(const std::string& section, const std::string& field) const {
+  auto text = redis_command(port_, {"INFO", section}).at(0);
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.size() > field.size() && line.compare(0, field.size(), field) == 0 && line[field.size()] == ':') {
+      return line.substr(field.size() + 1);
+    }
+  }
+  return {};
+}
+
+bool Redis::in_sync() const {
+  if (master_port_ == 0 || pid_ <= 0) return false;
+  try {
+    if (info("replication", "master_link_status") != "up" || info("replication", "master_sync_in_progress") != "0") {
+      return false;
+    }
+    // The master's view: slave<n>:ip=127.0.0.1,port=<ours>,state=online,…
+    auto text = redis_command(master_port_, {"INFO", "replication"}).at(0);
+    return text.find(fmt::format("port={},state=online", port_)) != std::string::npos;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool Redis::wait_in_sync(std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return in_sync(); }, timeout);
+}
+
+int Redis::connected_replicas() const { return std::stoi(info("replication", "connected_slaves")); }
+
+Redis::~Redis() {
+  try {
+    stop();
+    if (!dir_.empty() && dir_.rfind("/tmp/walstream-", 0) == 0) shell("rm -rf " + dir_);
+  } catch (...) {
+  }
+}
+
+std::string Redis::log() const { return slurp(log_path()); }
 
 std::string Redis::url() const { return fmt::format("redis://127.0.0.1:{}", port_); }
 
@@ -208,11 +378,15 @@ std::string query_one(const std::string& conninfo, const std::string& select) {
 
 namespace {
 
+// Every connect and reply is bounded: a port held by something that is not Redis (or a frozen
+// Redis) must not hang the test.
 struct RedisConn {
   std::unique_ptr<redisContext, void (*)(redisContext*)> ctx{nullptr, redisFree};
-  RedisConn() {
-    ctx.reset(redisConnect("127.0.0.1", servers().redis.port()));
-    if (!ctx || ctx->err) throw std::runtime_error("cannot connect to the test Redis");
+  explicit RedisConn(int port, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    timeval tv{static_cast<time_t>(timeout.count()), 0};
+    ctx.reset(redisConnectWithTimeout("127.0.0.1", port, tv));
+    if (!ctx || ctx->err) throw std::runtime_error(fmt::format("cannot connect to the test Redis on port {}", port));
+    redisSetTimeout(ctx.get(), tv);
   }
 };
 
@@ -246,20 +420,39 @@ redisReply* command(RedisConn& c, const std::vector<std::string>& argv) {
   return r;
 }
 
+std::string server_pid(int port) {
+  RedisConn c(port, std::chrono::seconds(1));
+  std::unique_ptr<redisReply, void (*)(void*)> r(command(c, {"INFO", "server"}), freeReplyObject);
+  if (r->type != REDIS_REPLY_STRING) return {};
+  std::string text(r->str, r->len);
+  auto at = text.find("process_id:");
+  if (at == std::string::npos) return {};
+  at += 11;
+  return text.substr(at, text.find_first_of("\r\n", at) - at);
+}
+
 }  // namespace
 
 std::vector<std::string> redis_command(const std::vector<std::string>& argv) {
-  RedisConn c;
+  return redis_command(servers().redis.port(), argv);
+}
+
+std::vector<std::string> redis_command(int port, const std::vector<std::string>& argv) {
+  RedisConn c(port);
   std::unique_ptr<redisReply, void (*)(void*)> r(command(c, argv), freeReplyObject);
   std::vector<std::string> out;
   flatten(r.get(), out);
   return out;
 }
 
-long long xlen(const std::string& key) { return std::stoll(redis_command({"XLEN", key}).at(0)); }
+long long xlen(const std::string& key) { return xlen(servers().redis.port(), key); }
 
-std::vector<Entry> xrange(const std::string& key) {
-  RedisConn c;
+long long xlen(int port, const std::string& key) { return std::stoll(redis_command(port, {"XLEN", key}).at(0)); }
+
+std::vector<Entry> xrange(const std::string& key) { return xrange(servers().redis.port(), key); }
+
+std::vector<Entry> xrange(int port, const std::string& key) {
+  RedisConn c(port);
   std::vector<Entry> out;
   std::string start = "-";
   for (;;) {
@@ -395,8 +588,10 @@ Scope::~Scope() {
   }
 }
 
-std::vector<std::string> Scope::args() const {
-  return {"run",      "--pg",          conninfo, "--redis",           redis().url(), "--slot", slot, "--publication",
+std::vector<std::string> Scope::args() const { return args(redis()); }
+
+std::vector<std::string> Scope::args(const Redis& r) const {
+  return {"run",      "--pg",          conninfo, "--redis",           r.url(), "--slot", slot, "--publication",
           publication, "--prefix", prefix,   "--status-interval", "1"};
 }
 

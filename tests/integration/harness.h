@@ -1,6 +1,7 @@
 // Integration-test harness: a private PostgreSQL 15 and Redis 7 per test binary, on free loopback
 // ports in a temporary folder, stopped at the end; plus walstream as a child process and small
-// SQL/Redis helpers. No mocks: everything here talks to real servers.
+// SQL/Redis helpers. No mocks: everything here talks to real servers. A test may start more servers
+// of its own (a Postgres with other options, a Redis and its replicas); they stop when destroyed.
 #pragma once
 
 #include <sys/types.h>
@@ -14,12 +15,19 @@
 
 namespace harness {
 
+// A loopback port nothing listens on now, from this process's own block of ports (see harness.cpp).
+// The servers below retry on another port when theirs is taken by the time they bind.
 int free_port();
 // Runs a shell command; throws with its output when it fails.
 std::string shell(const std::string& command);
 
 class Postgres {
  public:
+  Postgres() = default;
+  ~Postgres();  // stops a server still running (-m immediate) and removes its folder
+  Postgres(const Postgres&) = delete;
+  Postgres& operator=(const Postgres&) = delete;
+
   void start();
   void stop(bool immediate = false);  // immediate: -m immediate, like a crash
   void restart() { stop(); start(); }
@@ -34,22 +42,48 @@ class Postgres {
  private:
   std::string dir_;
   int port_ = 0;
+  bool running_ = false;
 };
 
 class Redis {
  public:
+  Redis() = default;
+  ~Redis();  // stops a server still running and removes its folder
+  Redis(const Redis&) = delete;
+  Redis& operator=(const Redis&) = delete;
+
   void start(bool aof = true);
+  // Starts as a replica of `master` (--replicaof 127.0.0.1 <port>); restart() keeps it one until promote().
+  // Returns once it answers; wait_in_sync() waits for the initial synchronisation.
+  void start_replica_of(const Redis& master, bool aof = true);
   void stop();
+  // kill -9, reaped: a crash. The AOF (appendfsync always) holds every write Redis acknowledged.
+  void crash();
   void restart() { stop(); start(aof_); }
+  // REPLICAOF NO ONE: this replica becomes a master with the data it has.
+  void promote();
+  // This replica is connected to its master, not synchronising, and the master lists it online.
+  bool in_sync() const;
+  bool wait_in_sync(std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // connected_slaves of INFO replication.
+  int connected_replicas() const;
+  // One field of INFO <section>, e.g. info("replication", "master_link_status"); empty when absent.
+  std::string info(const std::string& section, const std::string& field) const;
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0; }
   std::string url() const;
   const std::string& dir() const { return dir_; }
+  std::string log() const;  // the server's own log (stdout)
 
  private:
+  void launch();
+  std::string log_path() const { return dir_ + "/redis.log"; }
   std::string dir_;
   int port_ = 0;
   pid_t pid_ = -1;
   bool aof_ = true;
+  int master_port_ = 0;  // a replica of 127.0.0.1:<master_port_> when not 0
 };
 
 // The servers of this test binary, started on first use and stopped at exit.
@@ -66,9 +100,18 @@ struct Entry {
   std::string id;
   std::map<std::string, std::string> fields;
 };
+// Without a port: the shared redis() of this binary.
 std::vector<Entry> xrange(const std::string& key);
 std::vector<std::string> redis_command(const std::vector<std::string>& argv);  // flattened reply
 long long xlen(const std::string& key);
+std::vector<Entry> xrange(int port, const std::string& key);
+std::vector<std::string> redis_command(int port, const std::vector<std::string>& argv);
+long long xlen(int port, const std::string& key);
+inline std::vector<Entry> xrange(const Redis& r, const std::string& key) { return xrange(r.port(), key); }
+inline std::vector<std::string> redis_command(const Redis& r, const std::vector<std::string>& argv) {
+  return redis_command(r.port(), argv);
+}
+inline long long xlen(const Redis& r, const std::string& key) { return xlen(r.port(), key); }
 
 // walstream as a child process; stderr+stdout go to a log file.
 class Walstream {
@@ -113,6 +156,8 @@ struct Scope {
   std::string stream(const std::string& table) const { return prefix + table; }
   // --pg --redis --slot --publication --prefix --status-interval 1
   std::vector<std::string> args() const;
+  // The same against another Redis than the shared one.
+  std::vector<std::string> args(const Redis& redis) const;
   void sql(const std::string& statements) const { harness::sql(conninfo, statements); }
   std::string query_one(const std::string& select) const { return harness::query_one(conninfo, select); }
   // The slot's confirmed_flush_lsn reached the current WAL insert position.
