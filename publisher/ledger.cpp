@@ -46,9 +46,20 @@ void Ledger::begin(std::size_t offset) {
   in_txn_ = true;
   building_.txn_start = building_.commands.size();
   building_.txn_offset = building_.commands.empty() ? 0 : offset;
+  building_.txn_entries = 0;
+  building_.txn_entry_bytes = 0;
 }
 
-void Ledger::command(Handle stream, StreamId id) { building_.commands.push_back({stream, id}); }
+void Ledger::command(Handle stream, StreamId id, std::size_t bytes) {
+  building_.commands.push_back({stream, id, bytes});
+  if (stream == kNoStream) return;
+  ++building_.entries;
+  building_.entry_bytes += bytes;
+  if (in_txn_) {
+    ++building_.txn_entries;
+    building_.txn_entry_bytes += bytes;
+  }
+}
 
 void Ledger::commit(std::uint64_t end_lsn) {
   in_txn_ = false;
@@ -89,6 +100,10 @@ void Ledger::sent(const Cut& cut, std::uint64_t checkpoint) {
   rest.commands.assign(building_.commands.begin() + static_cast<std::ptrdiff_t>(cut.commands), building_.commands.end());
   // The carried transaction now opens the chunk; a transaction sent in pieces has its start behind.
   rest.txn_start = cut.carry ? 0 : kNone;
+  if (cut.carry) {
+    rest.entries = rest.txn_entries = building_.txn_entries;
+    rest.entry_bytes = rest.txn_entry_bytes = building_.txn_entry_bytes;
+  }
   building_ = std::move(rest);
   inflight_ = std::move(c);
 }
@@ -100,9 +115,13 @@ std::optional<std::size_t> Ledger::drop_open_transaction() {
   if (building_.txn_start != kNone) {
     building_.commands.resize(building_.txn_start);
     keep_bytes = building_.commands.empty() ? 0 : building_.txn_offset;
+    building_.entries -= building_.txn_entries;
+    building_.entry_bytes -= building_.txn_entry_bytes;
   } else {
     building_.commands.clear();  // all of it belongs to a transaction begun in an earlier chunk
+    building_.entries = building_.entry_bytes = 0;
   }
+  building_.txn_entries = building_.txn_entry_bytes = 0;
   building_.txn_start = kNone;
   return keep_bytes;
 }
@@ -161,22 +180,28 @@ Ledger::Outcome Ledger::executed(std::optional<std::string_view> exec_error,
       out.message = "unexpected reply to EXEC";
       return out;
     }
+    // MULTI/EXEC does not roll back a command that fails as it runs: the others were applied. Look
+    // at every refusal: one that is not a conflict is fatal; conflicts are listed per stream.
+    bool refused = false;
     for (std::size_t i = 0; i < results.size(); ++i) {
       if (!results[i]) continue;
       const auto& cmd = c.commands[i];
-      out.message = std::string(*results[i]);
-      out.stream = cmd.stream;
-      out.id = cmd.id;
-      if (cmd.stream == kNoStream) {
-        out.kind = Outcome::Kind::Fatal;
-        out.registry = true;
-      } else if (out.message.find("equal or smaller") != std::string::npos) {
-        out.kind = Outcome::Kind::Conflict;  // our IDs only grow and replays are filtered
-      } else {
-        out.kind = Outcome::Kind::Fatal;
+      bool conflict = cmd.stream != kNoStream && results[i]->find("equal or smaller") != std::string_view::npos;
+      if (!refused || (out.kind == Outcome::Kind::Conflict && !conflict)) {
+        out.message = std::string(*results[i]);
+        out.stream = cmd.stream;
+        out.id = cmd.id;
+        out.registry = cmd.stream == kNoStream;
+        out.kind = conflict ? Outcome::Kind::Conflict : Outcome::Kind::Fatal;
       }
-      return out;
+      refused = true;
+      if (conflict) {
+        bool listed = false;
+        for (const auto& [h, id] : out.conflicts) listed = listed || h == cmd.stream;
+        if (!listed) out.conflicts.emplace_back(cmd.stream, cmd.id);
+      }
     }
+    if (refused) return out;
   }
   // Stored (atomically, or without MULTI one by one and every one of them).
   c.stored = true;

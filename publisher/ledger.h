@@ -45,7 +45,8 @@ class Ledger {
   // --- the chunk being built --------------------------------------------------------------------------
   // A transaction begins; `offset` is where its first command would start in the chunk's bytes.
   void begin(std::size_t offset);
-  void command(Handle stream, StreamId id);
+  // `bytes`: the command's size; entries (not registry or checkpoint writes) fill a chunk.
+  void command(Handle stream, StreamId id, std::size_t bytes = 0);
   // Every entry of the transaction ending at end_lsn has been added.
   void commit(std::uint64_t end_lsn);
   // A position with nothing to write (the WAL end a keepalive reports while nothing waits): it still
@@ -53,6 +54,10 @@ class Ledger {
   void advance(std::uint64_t lsn);
   bool in_transaction() const { return in_txn_; }
   std::size_t building_commands() const { return building_.commands.size(); }
+  // A chunk is full at this many entries or entry bytes: a transaction within both appears whole.
+  bool full(std::size_t max_entries, std::size_t max_entry_bytes) const {
+    return building_.entries >= max_entries || building_.entry_bytes >= max_entry_bytes;
+  }
 
   struct Cut {
     std::size_t commands = 0;  // the first this many commands go
@@ -84,9 +89,12 @@ class Ledger {
   struct Outcome {
     enum class Kind { Stored, Transient, Fatal, Conflict } kind = Kind::Stored;
     std::string message;  // for Transient/Fatal; for Conflict, the error text
-    Handle stream = kNoStream;  // Conflict: where
+    Handle stream = kNoStream;  // Fatal/Conflict: where (the first refused command)
     StreamId id;                // …and which ID
     bool registry = false;      // Fatal: a registry/checkpoint write was refused
+    // Conflict: every stream refused as "equal or smaller", with its first refused ID (the writer
+    // tells an earlier connection's late write from a foreign one, stream by stream).
+    std::vector<std::pair<Handle, StreamId>> conflicts;
   };
   // EXEC's reply: `exec_error` when EXEC itself failed (an error or nil), else one entry per command:
   // nullopt stored, else the error text. Stored: the chunk's checkpoint is in Redis.
@@ -97,13 +105,10 @@ class Ledger {
   bool waited(long long replicas, long long wanted);
 
   // --- positions ---
-  // The checkpoint Redis already holds when the session starts (checked against the slot): none
-  // lower is written, and what it covers may be confirmed at once, while PostgreSQL resends it.
-  void seed(std::uint64_t stored_checkpoint) {
-    checkpoint_sent_ = std::max(checkpoint_sent_, stored_checkpoint);
-    stored_ = std::max(stored_, stored_checkpoint);
-    acked_ = std::max(acked_, stored_checkpoint);
-  }
+  // Nothing is taken over from the checkpoint Redis holds at the start of a session: what it covers
+  // is confirmed only by a checkpoint this session writes (and WAITs for), after PostgreSQL resent
+  // it. A checkpoint applied by an EXEC whose entries partly failed, or not yet on a replica, is
+  // therefore never confirmed on its word.
   // The end of the last transaction whose entries and checkpoint Redis stored (and replicated, with
   // --redis-wait): what may be confirmed to PostgreSQL.
   std::uint64_t acked() const { return acked_; }
@@ -121,9 +126,12 @@ class Ledger {
   struct Command {
     Handle stream;
     StreamId id;
+    std::size_t bytes = 0;
   };
   struct Chunk {
     std::vector<Command> commands;
+    std::size_t entries = 0, entry_bytes = 0;
+    std::size_t txn_entries = 0, txn_entry_bytes = 0;  // of the open transaction, in this chunk
     std::uint64_t ack_lsn = 0;  // end of the last transaction completed in it
     std::uint64_t checkpoint = 0;
     // The open transaction's first command in this chunk, and its byte offset; npos: not in it.

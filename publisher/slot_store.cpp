@@ -78,6 +78,14 @@ void SlotStore::set_snapshot_status(const std::string& status, const std::string
   }
 }
 
+void SlotStore::finish_snapshot(std::uint64_t consistent_point) {
+  redis_.checked({"MULTI"});
+  redis_.checked({"HSET", keys_.snapshot_state(), "status", "done"});
+  redis_.checked({"HSET", keys_.checkpoint(), "lsn", format_lsn_text(consistent_point)});
+  redis_.checked({"HDEL", keys_.checkpoint(), "creating"});
+  redis_.checked({"EXEC"});
+}
+
 void SlotStore::forget_snapshot() { redis_.checked({"DEL", keys_.snapshot_state()}); }
 
 std::string SlotStore::open_staging(const std::string& qualified) {

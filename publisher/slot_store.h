@@ -38,6 +38,9 @@ class SlotStore {
   std::string snapshot_status();  // "" when none
   void set_snapshot_status(const std::string& status, const std::string& consistent_point = {});
   void forget_snapshot();
+  // Snapshot `done` and the checkpoint at the consistent point, in one MULTI/EXEC: a Redis (or a
+  // replica) never holds the one without the other.
+  void finish_snapshot(std::uint64_t consistent_point);
   // A staging stream for a table, empty and listed (so a crash leaves a trace to clean up).
   std::string open_staging(const std::string& qualified);
   // Deletes the staging streams of an interrupted copy.

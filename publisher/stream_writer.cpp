@@ -144,6 +144,7 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
     building_.command(1);
     building_.arg("MULTI");
   }
+  const std::size_t start = building_.size();
   // XADD <key> [MAXLEN ~ <n>] <id> <field> <value>…: one copy of the stream's framed head instead
   // of framing its 2 or 5 arguments again for every entry.
   building_.command(xadd_head_args_ + 1 + 2 * fields.size());
@@ -157,7 +158,7 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
     building_.arg(name);
     building_.arg(value);
   }
-  ledger_.command(h, id);
+  ledger_.command(h, id, building_.size() - start);
   return true;
 }
 
@@ -182,7 +183,7 @@ void StreamWriter::drop_open_transaction() {
 }
 
 bool StreamWriter::chunk_full() const {
-  return ledger_.building_commands() >= options_.chunk_commands || building_.size() >= options_.chunk_bytes;
+  return ledger_.full(options_.chunk_commands, options_.chunk_bytes);
 }
 
 void StreamWriter::send_chunk() {
@@ -253,8 +254,10 @@ void StreamWriter::handle_reply(Reply reply) {
     case Expected::Wait:
       expected_.pop_front();
       if (!reply.is(ReplyType::Integer)) {
+        // A failed WAIT releases nothing, and a failover answers one (UNBLOCKED, "cannot be used with
+        // replica instances"): reconnect, and the next session compares the checkpoint again.
         auto msg = reply.is(ReplyType::Error) ? std::string(reply.text()) : std::string("not a number");
-        throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
+        throw RedisError(RedisError::Kind::Transient,
                          fmt::format("Redis refused WAIT {} {}: {}", wait_replicas_text_, wait_timeout_text_, msg));
       }
       if (!ledger_.waited(reply.integer(), options_.wait_replicas)) {
@@ -355,33 +358,35 @@ void StreamWriter::finish_chunk(Reply r) {
 // the stream's last ID (Redis was stalled when we reconnected), which left exactly our entry there,
 // or someone else wrote to the stream. Only the first may be retried.
 void StreamWriter::conflict(const Ledger::Outcome& outcome) {
-  const auto& key = streams_[outcome.stream].key;
-  bool ours = false;
-  try {
-    RedisClient check(options_.url);
-    auto id = outcome.id.str();
-    auto same = check.checked({"XRANGE", key, id, id});
-    auto info = check.checked({"XINFO", "STREAM", key});
-    std::optional<StreamId> last;
-    auto fields = info.strings();
-    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
-      if (fields[i] == "last-generated-id") last = parse_stream_id(fields[i + 1]);
+  // Every refused stream must be ours; the first that is not (or cannot be checked) stops walstream.
+  std::optional<RedisClient> check;
+  for (const auto& [h, id] : outcome.conflicts) {
+    const auto& key = streams_[h].key;
+    bool ours = false;
+    try {
+      if (!check) check.emplace(options_.url);
+      auto same = check->checked({"XRANGE", key, id.str(), id.str()});
+      std::optional<StreamId> last;
+      auto fields = check->checked({"XINFO", "STREAM", key}).strings();
+      for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i] == "last-generated-id") last = parse_stream_id(fields[i + 1]);
+      }
+      ours = same.size() == 1 && last && (ledger_.wal_limit() == 0 || last->ms <= ledger_.wal_limit());
+    } catch (const RedisError&) {
+      // Cannot tell: treat it as a foreign write (stop) rather than guess.
     }
-    ours = same.size() == 1 && last && (ledger_.wal_limit() == 0 || last->ms <= ledger_.wal_limit());
-  } catch (const RedisError&) {
-    // Cannot tell: treat it as a foreign write (stop) rather than guess.
+    if (!ours) {
+      throw RedisError(RedisError::Kind::Conflict,
+                       fmt::format("stream {} already holds an entry at or above {} that walstream did not write: "
+                                   "another writer uses it; walstream stops rather than skip or reorder (delete the "
+                                   "stream or use another --prefix, then start again)",
+                                   key, id.str()));
+    }
   }
-  if (ours) {
-    throw RedisError(RedisError::Kind::Transient,
-                     fmt::format("stream {} already holds {}: an earlier connection's write landed late; reconnecting "
-                                 "to read its last ID again",
-                                 key, outcome.id.str()));
-  }
-  throw RedisError(RedisError::Kind::Conflict,
-                   fmt::format("stream {} already holds an entry at or above {} that walstream did not write: another "
-                               "writer uses it; walstream stops rather than skip or reorder (delete the stream or use "
-                               "another --prefix, then start again)",
-                               key, outcome.id.str()));
+  throw RedisError(RedisError::Kind::Transient,
+                   fmt::format("stream {} already holds {}: an earlier connection's write landed late; reconnecting "
+                               "to read the last IDs again",
+                               streams_[outcome.stream].key, outcome.id.str()));
 }
 
 }  // namespace walstream

@@ -95,8 +95,6 @@ class StreamWriter {
   std::uint64_t entries_written() const { return ledger_.entries_written(); }
   std::uint64_t replays_skipped() const { return ledger_.replays_skipped(); }
   std::optional<Ledger::ReplayRun> take_replays(bool ended_only = false) { return ledger_.take_replays(ended_only); }
-  // The checkpoint Redis holds at the start of the session: no need to write one not above it.
-  void seed_checkpoint(std::uint64_t lsn) { ledger_.seed(lsn); }
   // The last WAIT that found too few replicas since the previous call: the count it found.
   std::optional<long long> take_wait_shortfall() { return std::exchange(wait_shortfall_, std::nullopt); }
 

@@ -15,15 +15,17 @@ namespace {
 // Worth a retry, what a restart, a failover or a walsender still exiting produce:
 // 08: connection exceptions; 53: insufficient resources (max_wal_senders, too many connections);
 // 55006: object in use ("replication slot … is active for PID n"); 57P01-57P03: shutting down,
-// crash recovery, cannot connect now; 40001/40P01: serialization failure, deadlock.
+// crash recovery, cannot connect now; 57014: a cancelled query (pg_cancel_backend on the walsender);
+// 40001/40P01: serialization failure, deadlock. Not 53400 (all replication slots or WAL senders in
+// use, a configuration limit): that needs the operator.
 // Everything else (42704 a dropped slot or publication, 55000 an invalidated slot, 42501 a missing
 // privilege, 58P01 removed WAL…) is fatal: retrying cannot help, and looping would hide it.
 bool transient_sqlstate(const PGresult* r) {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   if (!state) return false;
   std::string_view s(state);
-  return s.rfind("08", 0) == 0 || s.rfind("53", 0) == 0 || s == "55006" || s == "57P01" || s == "57P02" ||
-         s == "57P03" || s == "40001" || s == "40P01";
+  return s.rfind("08", 0) == 0 || (s.rfind("53", 0) == 0 && s != "53400") || s == "55006" || s == "57P01" ||
+         s == "57P02" || s == "57P03" || s == "57014" || s == "40001" || s == "40P01";
 }
 
 // The primary message, and the server's detail when it gives one (an invalidated slot says why

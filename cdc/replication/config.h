@@ -29,8 +29,16 @@ struct Config {
   std::chrono::milliseconds shutdown_timeout{30'000};
   int redis_wait = 0;  // replicas that must have a chunk before its position is confirmed (WAIT)
   std::chrono::milliseconds redis_wait_timeout{1000};
+  bool resnapshot = false;  // drop the slot and republish every table's rows (Redis lost data)
+  bool adopt_slot = false;  // a slot made outside walstream, with no checkpoint yet: start from its position
+};
+
+// The two start-up decisions an operator asks for once: honoured at the first start of the process
+// and cleared once acted on, so that a reconnect never redoes them (an adoption at a reconnect would
+// accept a Redis that lost data).
+struct StartOnce {
   bool resnapshot = false;
-  bool adopt_slot = false;  // a slot made outside walstream, with no checkpoint yet: start from its position  // drop the slot and republish every table's rows (Redis lost data)
+  bool adopt_slot = false;
 };
 
 }  // namespace walstream

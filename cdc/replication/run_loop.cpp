@@ -38,9 +38,9 @@ std::int64_t now_pg_micros() {
 // confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
 class Session {
  public:
-  Session(const Config& config, bool& resnapshot)
+  Session(const Config& config, StartOnce& once)
       : config_(config),
-        resnapshot_(resnapshot),
+        once_(once),
         writer_(writer_options(config)),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
@@ -66,8 +66,10 @@ class Session {
     // A walstream entry's ID is at most the commit LSN of a transaction the server has written.
     writer_.raise_wal_limit(copy::parse_lsn(PQgetvalue(system.get(), 0, 2)));
     SlotKeeper slots(config_, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); },
-                     resnapshot_);
-    writer_.seed_checkpoint(slots.prepare(repl_));
+                     once_);
+    auto checkpoint = slots.prepare(repl_);
+    once_.adopt_slot = false;  // honoured at the first start only, never at a reconnect
+    log::debug("Redis checkpoint {} for slot '{}'", copy::format_lsn(checkpoint), config_.slot);
     // Never report less than the slot already confirmed: an early keepalive may carry an older WAL end.
     flushed_ = slots.confirmed_flush();
     repl_.start_copy_both(start);
@@ -266,7 +268,10 @@ class Session {
     drain(writer_, [this](const std::function<bool()>& done) { wait_until(done); });
     log_replays();
     maybe_send_status(true);
-    while (!repl_.flush()) poll_once(false);
+    while (!repl_.flush()) {
+      if (Clock::now() > stop_deadline()) throw StopTimeout();
+      poll_once(false);
+    }
     repl_.end_copy();
     log::info("stopped; received up to {}, confirmed {}", copy::format_lsn(received_), copy::format_lsn(flushed_));
   }
@@ -284,7 +289,7 @@ class Session {
   static constexpr auto kCheckpointEvery = std::chrono::milliseconds(200);
 
   const Config& config_;
-  bool& resnapshot_;
+  StartOnce& once_;
   StreamWriter writer_;
   Catalog catalog_;
   PgConnection repl_;
@@ -313,11 +318,12 @@ void sleep_interruptibly(std::chrono::milliseconds d) {
 
 int run(const Config& config) {
   auto backoff = std::chrono::milliseconds(100);
-  bool resnapshot = config.resnapshot;
+  StartOnce once{config.resnapshot, config.adopt_slot};
+  bool failing = false;  // the last session ended with an error that is being retried
   while (!stop_requested()) {
     auto started = Clock::now();
     try {
-      Session session(config, resnapshot);
+      Session session(config, once);
       session.run();
       return 0;
     } catch (const StopTimeout&) {
@@ -332,12 +338,14 @@ int run(const Config& config) {
         return 1;
       }
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+      failing = true;
     } catch (const PgError& e) {
       if (!e.transient()) {
         log::error("{}", e.what());
         return 1;
       }
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+      failing = true;
     } catch (const ConfigError& e) {
       log::error("{}", e.what());
       return 1;
@@ -346,6 +354,11 @@ int run(const Config& config) {
     if (Clock::now() - started > std::chrono::seconds(30)) backoff = std::chrono::milliseconds(100);
     sleep_interruptibly(backoff);
     backoff = std::min(backoff * 2, config.max_backoff);
+  }
+  if (failing) {
+    // Stopped during an outage: what was received and not stored is resent at the next start.
+    log::error("stopped while retrying; nothing is lost: PostgreSQL resends what Redis did not store at the next start");
+    return 1;
   }
   return 0;
 }

@@ -72,8 +72,8 @@ std::string field(const PgResult& r, int row, int col) { return PQgetvalue(r.get
 }  // namespace
 
 SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until,
-                       bool& resnapshot)
-    : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)), resnapshot_(resnapshot) {}
+                       StartOnce& once)
+    : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)), once_(once) {}
 
 PgConnection& SlotKeeper::sql() {
   if (!sql_) sql_.emplace(PgConnection::open(config_.pg, false));
@@ -101,7 +101,7 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
   SlotStore store(config_.redis, keys());
   store.check_eviction_policy();
 
-  if (resnapshot_) {
+  if (once_.resnapshot) {
     // The way out after Redis lost data or the slot was dropped: a new slot, and every published
     // table's current rows appended to its stream as `r` records, so that subscribers can rebuild.
     log::warn("--resnapshot: dropping slot '{}' if it exists and republishing every published table's rows as `r` "
@@ -111,7 +111,6 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
     drop_slot();
     store.forget_snapshot();
     store.forget_checkpoint();
-    resnapshot_ = false;  // from here on, the snapshot's own state makes a crash resume or redo it
     return create(repl, store, true);
   }
 
@@ -170,7 +169,7 @@ std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore
       "start walstream once with --resnapshot to republish every published table's rows under a new slot, so "
       "subscribers can rebuild";
   if (!checkpoint) {
-    if (config_.adopt_slot) {
+    if (once_.adopt_slot) {
       log::warn("--adopt-slot: Redis holds no checkpoint for slot '{}': streaming from the slot's position {}",
                 config_.slot, confirmed_text);
       store.set_checkpoint(confirmed);
@@ -207,6 +206,8 @@ std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore
 std::uint64_t SlotKeeper::create(PgConnection& repl, SlotStore& store, bool snapshot) {
   store.mark_creating();
   if (snapshot) store.set_snapshot_status("creating");
+  // From here on the snapshot's own state makes a crash redo it: --resnapshot is done with.
+  once_.resnapshot = false;
   auto created = repl.exec(fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{}')",
                                        quote_ident(config_.slot), snapshot ? "export" : "nothing"),
                            PGRES_TUPLES_OK);
@@ -219,8 +220,9 @@ std::uint64_t SlotKeeper::create(PgConnection& repl, SlotStore& store, bool snap
     store.set_snapshot_status("copying", cp_text);
     copy(store, field(created, 0, 2), cp);
     auto tables = store.publish_staging(writer_, wait_until_);
-    store.set_snapshot_status("done");
+    store.finish_snapshot(cp);
     log::info("slot '{}': initial snapshot published ({} table(s))", config_.slot, tables);
+    return cp;
   }
   // The slot starts at its consistent point: that much Redis holds now.
   store.set_checkpoint(cp);

@@ -20,8 +20,8 @@ namespace walstream {
 
 class SlotKeeper {
  public:
-  // `resnapshot` (--resnapshot) is cleared once acted on, so a reconnect does not redo it.
-  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, bool& resnapshot);
+  // `once` (--resnapshot, --adopt-slot) is cleared once acted on, so a reconnect does not redo it.
+  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, StartOnce& once);
 
   // Makes sure the slot exists, that Redis holds what the slot says is stored, and that any snapshot
   // it owes is complete before streaming starts: an interrupted copy is discarded (staging streams
@@ -46,7 +46,7 @@ class SlotKeeper {
   Catalog& catalog_;
   StreamWriter& writer_;
   WaitUntil wait_until_;
-  bool& resnapshot_;
+  StartOnce& once_;
   std::optional<PgConnection> sql_;  // slot look-ups, opened on first use
 };
 

@@ -51,17 +51,7 @@ std::uint64_t parse_lsn(const std::string& text) {
 
 std::string lsn_text(std::uint64_t lsn) { return fmt::format("{:X}/{:X}", lsn >> 32, lsn & 0xFFFFFFFFu); }
 
-struct Id {
-  std::uint64_t lsn = 0;
-  std::uint64_t seq = 0;
-  auto operator<=>(const Id&) const = default;
-};
-
-Id parse_id(const std::string& id) {
-  auto dash = id.find('-');
-  if (dash == std::string::npos) throw std::runtime_error("bad stream ID " + id);
-  return {std::stoull(id.substr(0, dash)), std::stoull(id.substr(dash + 1))};
-}
+using Id = EntryId;
 
 // The slot's confirmed_flush_lsn; nullopt when the slot does not exist.
 std::optional<std::uint64_t> confirmed(const Scope& s) {
@@ -314,7 +304,7 @@ void expect_resnapshot_recovers(const Scope& s, const std::vector<Entry>& before
       EXPECT_EQ(field(e, "op"), changes[i].first) << e.id;
       EXPECT_EQ(field(e, "key"), key_of(changes[i].second)) << e.id;
     }
-    for (std::size_t i = 1; i < entries.size(); ++i) EXPECT_LT(parse_id(entries[i - 1].id), parse_id(entries[i].id));
+    for (std::size_t i = 1; i < entries.size(); ++i) EXPECT_LT(parse_entry_id(entries[i - 1].id), parse_entry_id(entries[i].id));
     for (const auto& e : entries) {
       EXPECT_EQ(redis_command({"HEXISTS", s.prefix + "schema:public.kv", field(e, "schema")}),
                 std::vector<std::string>{"1"})
@@ -378,7 +368,7 @@ TEST(ExactlyOnce, ImpossibleHighWaterMarkIsFatal) {
   auto at = std::find(info.begin(), info.end(), "last-generated-id");
   ASSERT_TRUE(at != info.end() && at + 1 != info.end());
   ASSERT_EQ(*(at + 1), last_id);
-  ASSERT_GT(parse_id(last_id).lsn, parse_lsn(s.query_one("SELECT pg_current_wal_insert_lsn()")));
+  ASSERT_GT(parse_entry_id(last_id).lsn, parse_lsn(s.query_one("SELECT pg_current_wal_insert_lsn()")));
   std::optional<std::uint64_t> after_fatal;
   {
     Walstream w(s.args());
@@ -479,11 +469,11 @@ TEST(ExactlyOnce, ReplayAfterSigkillIsSkippedAndLogged) {
   ASSERT_TRUE(w.running()) << w.log();
   auto entries = xrange(key);
   ASSERT_EQ(entries.size(), static_cast<std::size_t>(kRows)) << "first run stored " << partial;
-  const auto commit = parse_id(entries[0].id).lsn;
+  const auto commit = parse_entry_id(entries[0].id).lsn;
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    auto id = parse_id(entries[i].id);
+    auto id = parse_entry_id(entries[i].id);
     if (i > 0) {
-      ASSERT_LT(parse_id(entries[i - 1].id), id);
+      ASSERT_LT(parse_entry_id(entries[i - 1].id), id);
     }
     ASSERT_EQ(id.lsn, commit) << entries[i].id << " is not in the transaction's commit " << commit;
     ASSERT_EQ(id.seq, i + 1) << entries[i].id;

@@ -35,17 +35,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Id {
-  std::uint64_t lsn = 0;
-  std::uint64_t seq = 0;
-  auto operator<=>(const Id&) const = default;
-};
-
-Id parse_id(const std::string& id) {
-  auto dash = id.find('-');
-  if (dash == std::string::npos) throw std::runtime_error("bad stream ID " + id);
-  return {std::stoull(id.substr(0, dash)), std::stoull(id.substr(dash + 1))};
-}
+using Id = EntryId;
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -148,7 +138,7 @@ struct Got {
 std::vector<Got> merged(const Redis& r, const std::vector<std::string>& keys) {
   std::vector<Got> got;
   for (const auto& key : keys) {
-    for (auto& e : xrange(r, key)) got.push_back({parse_id(e.id), e.id, std::move(e.fields)});
+    for (auto& e : xrange(r, key)) got.push_back({parse_entry_id(e.id), e.id, std::move(e.fields)});
   }
   std::sort(got.begin(), got.end(), [](const Got& a, const Got& b) { return a.id < b.id; });
   return got;
@@ -180,25 +170,37 @@ TEST(RedisWait, ConfirmsOnlyOnceAReplicaHasTheChange) {
   create_slot(s, master);  // without --redis-wait: the test is about streaming, not about the setup
   if (HasFatalFailure()) return;
   const auto started = Clock::now();
-  Walstream w(with_flags(s.args(master), {"--redis-wait", "1", "--redis-wait-timeout", "300"}));
-  ASSERT_TRUE(streams(s, w));
+  const auto args = with_flags(s.args(master), {"--redis-wait", "1", "--redis-wait-timeout", "300"});
+  auto first = std::make_unique<Walstream>(args);  // SIGKILLed and replaced half-way
+  auto& w0 = *first;
+  ASSERT_TRUE(streams(s, w0));
   s.sql("INSERT INTO t VALUES (1, 'one')");
   const auto key = s.stream("public.t");
   // WAIT comes after EXEC: the entry is stored on the master at once.
-  ASSERT_TRUE(wait_until([&] { return xlen(master, key) == 1; }, 10s)) << w.log();
-  const auto commit = parse_id(xrange(master, key).at(0).id).lsn;
+  ASSERT_TRUE(wait_until([&] { return xlen(master, key) == 1; }, 10s)) << w0.log();
+  const auto commit = parse_entry_id(xrange(master, key).at(0).id).lsn;
   EXPECT_FALSE(wait_until([&] { return confirmed_past(s.conninfo, s.slot, commit); }, 3s))
       << "confirmed " << confirmed_flush(s) << " past commit " << commit << " with no replica\n"
-      << w.log();
-  ASSERT_TRUE(w.running()) << w.log();
+      << w0.log();
+  ASSERT_TRUE(w0.running()) << w0.log();
   std::vector<std::string> warnings;
-  for (const auto& line : log_lines(w.log(), "WARN")) {
+  for (const auto& line : log_lines(w0.log(), "WARN")) {
     if (contains_ci(line, "WAIT") && contains_ci(line, "replica")) warnings.push_back(line);
   }
-  EXPECT_FALSE(warnings.empty()) << "no warning naming WAIT and replica:\n" << w.log();
+  EXPECT_FALSE(warnings.empty()) << "no warning naming WAIT and replica:\n" << w0.log();
   // "At most every few seconds": one at the start, then one per 2 s at most.
   auto elapsed = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
-  EXPECT_LE(warnings.size(), static_cast<std::size_t>(1 + elapsed / 2)) << "in " << elapsed << " s:\n" << w.log();
+  EXPECT_LE(warnings.size(), static_cast<std::size_t>(1 + elapsed / 2)) << "in " << elapsed << " s:\n" << w0.log();
+
+  // A restart must not take the master's checkpoint on its word: the replica still lacks the entry.
+  w0.signal(SIGKILL);
+  w0.wait();
+  first.reset();
+  Walstream w(args);
+  ASSERT_TRUE(streams(s, w));
+  EXPECT_FALSE(wait_until([&] { return confirmed_past(s.conninfo, s.slot, commit); }, 3s))
+      << "a restart confirmed " << confirmed_flush(s) << " past commit " << commit << " with no replica\n"
+      << w.log();
 
   Redis replica;
   replica.start_replica_of(master);
@@ -360,17 +362,7 @@ void failover(bool cut_off_first) {
   s.sql("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text)");
   // The reference slot exists before walstream's, and nothing is written before walstream streams.
   const std::string ref_slot = s.slot + "_ref";
-  s.sql(fmt::format("SELECT pg_create_logical_replication_slot('{}', 'test_decoding')", ref_slot));
-  struct DropRef {
-    const Scope& s;
-    std::string slot;
-    ~DropRef() {
-      try {
-        s.sql(fmt::format("SELECT pg_drop_replication_slot('{}')", slot));
-      } catch (...) {
-      }
-    }
-  } drop_ref{s, ref_slot};
+  TempSlot ref_guard(s, ref_slot, "test_decoding");
   const std::vector<std::string> keys = {s.stream("public.a"), s.stream("public.b")};
   auto on = [&](const Redis& r) { return xlen(r, keys[0]) + xlen(r, keys[1]); };
 
@@ -391,7 +383,7 @@ void failover(bool cut_off_first) {
     std::uint64_t replicated = 0;
     for (const auto& key : keys) {
       auto last = redis_command(replica, {"XREVRANGE", key, "+", "-", "COUNT", "1"});
-      if (!last.empty()) replicated = std::max(replicated, parse_id(last[0]).lsn);
+      if (!last.empty()) replicated = std::max(replicated, parse_entry_id(last[0]).lsn);
     }
     ASSERT_TRUE(wait_until([&] { return confirmed_past(s.conninfo, s.slot, replicated); }, 20s))
         << "confirmed " << confirmed_flush(s) << ", replica at " << replicated << "\n"
@@ -630,7 +622,7 @@ TEST(Atomic, EveryTransactionOfABacklogInOneMultiExec) {
         if (++outside <= 5) examples += fmt::format("XADD {} {} outside MULTI/EXEC\n", line.args[1], *id);
         continue;
       }
-      blocks_of[parse_id(*id).lsn].insert(it->second);
+      blocks_of[parse_entry_id(*id).lsn].insert(it->second);
     }
   }
   EXPECT_EQ(xadds, total) << "XADDs seen by MONITOR";

@@ -31,17 +31,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Id {
-  std::uint64_t lsn = 0;
-  std::uint64_t seq = 0;
-  auto operator<=>(const Id&) const = default;
-};
-
-Id parse_id(const std::string& id) {
-  auto dash = id.find('-');
-  if (dash == std::string::npos) throw std::runtime_error("bad stream ID " + id);
-  return {std::stoull(id.substr(0, dash)), std::stoull(id.substr(dash + 1))};
-}
+using Id = EntryId;
 
 std::string slurp_from(const std::string& path, std::streamoff offset) {
   std::ifstream in(path);
@@ -157,7 +147,7 @@ void expect_rows_exactly_once(const Scope& s, Inserter& ins, int n, Walstream& w
              << " op c\n"
              << w.log();
     }
-    auto id = parse_id(e.id);
+    auto id = parse_entry_id(e.id);
     EXPECT_EQ(id.seq, 1u) << e.id;
     commits.insert(id.lsn);
   }
@@ -205,17 +195,7 @@ TEST(Faults, SigkillUnderPgbenchLoadMatchesTestDecoding) {
   s.sql("CREATE PUBLICATION walstream FOR ALL TABLES");
   s.sql(fmt::format("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", s.slot));
   const std::string ref_slot = s.slot + "_ref";
-  s.sql(fmt::format("SELECT pg_create_logical_replication_slot('{}', 'test_decoding')", ref_slot));
-  struct DropRef {
-    const Scope& s;
-    std::string slot;
-    ~DropRef() {
-      try {
-        s.sql(fmt::format("SELECT pg_drop_replication_slot('{}')", slot));
-      } catch (...) {
-      }
-    }
-  } drop_ref{s, ref_slot};
+  TempSlot ref_guard(s, ref_slot, "test_decoding");
 
   std::random_device rd;
   auto seed = rd();
@@ -318,10 +298,10 @@ TEST(Faults, SigkillUnderPgbenchLoadMatchesTestDecoding) {
     stored += entries.size();
     for (size_t i = 0; i < entries.size(); ++i) {
       if (i > 0) {
-        EXPECT_LT(parse_id(entries[i - 1].id), parse_id(entries[i].id)) << table;
+        EXPECT_LT(parse_entry_id(entries[i - 1].id), parse_entry_id(entries[i].id)) << table;
       }
       unique_ids.insert(entries[i].id);
-      got.push_back({parse_id(entries[i].id), entries[i].id, std::move(entries[i].fields)});
+      got.push_back({parse_entry_id(entries[i].id), entries[i].id, std::move(entries[i].fields)});
     }
   }
   std::sort(got.begin(), got.end(), [](const Got& a, const Got& b) { return a.id < b.id; });
@@ -507,8 +487,8 @@ TEST(Faults, StalledRedisKeepsWalsenderAlive) {
   auto bulk = xrange(s.stream("public.t2"));
   ASSERT_EQ(bulk.size(), 20000u) << w.log();
   for (std::size_t i = 0; i < bulk.size(); ++i) {
-    ASSERT_EQ(parse_id(bulk[i].id).lsn, parse_id(bulk[0].id).lsn) << bulk[i].id;
-    ASSERT_EQ(parse_id(bulk[i].id).seq, i + 1) << bulk[i].id;
+    ASSERT_EQ(parse_entry_id(bulk[i].id).lsn, parse_entry_id(bulk[0].id).lsn) << bulk[i].id;
+    ASSERT_EQ(parse_entry_id(bulk[i].id).seq, i + 1) << bulk[i].id;
   }
   auto pg_log = slurp_from(pg_log_path(), log_at);
   EXPECT_EQ(pg_log.find(timeout_line), std::string::npos) << pg_log;

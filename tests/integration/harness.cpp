@@ -620,4 +620,23 @@ long peak_rss_kb(pid_t pid) {
   return -1;
 }
 
+EntryId parse_entry_id(const std::string& id) {
+  auto dash = id.find('-');
+  if (dash == std::string::npos) throw std::runtime_error("bad stream ID " + id);
+  return {std::stoull(id.substr(0, dash)), std::stoull(id.substr(dash + 1))};
+}
+
+TempSlot::TempSlot(const Scope& scope, std::string name, const std::string& plugin)
+    : scope_(scope), name_(std::move(name)) {
+  scope_.sql(fmt::format("SELECT pg_create_logical_replication_slot('{}', '{}')", name_, plugin));
+}
+
+TempSlot::~TempSlot() {
+  try {
+    scope_.sql(fmt::format("SELECT pg_drop_replication_slot('{}')", name_));
+  } catch (...) {
+    // The database may be gone already; the slot goes with the server then.
+  }
+}
+
 }  // namespace harness

@@ -7,6 +7,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <compare>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -165,6 +167,28 @@ struct Scope {
   // walstream has started replication on the slot (walsender past 'startup'): every transaction
   // committed from now on is streamed. Before that, one may still fall into the initial snapshot.
   bool streaming() const;
+};
+
+// A stream entry ID as walstream writes it: <commit_lsn>-<seq>.
+struct EntryId {
+  std::uint64_t lsn = 0;
+  std::uint64_t seq = 0;
+  auto operator<=>(const EntryId&) const = default;
+};
+EntryId parse_entry_id(const std::string& id);
+
+// A logical slot a test makes itself (a test_decoding reference beside walstream's), dropped at scope exit.
+class TempSlot {
+ public:
+  TempSlot(const Scope& scope, std::string name, const std::string& plugin);
+  ~TempSlot();
+  TempSlot(const TempSlot&) = delete;
+  TempSlot& operator=(const TempSlot&) = delete;
+  const std::string& name() const { return name_; }
+
+ private:
+  const Scope& scope_;
+  std::string name_;
 };
 
 // RSS high-water mark of a process in kB (VmHWM), or -1.

@@ -232,26 +232,49 @@ TEST(LedgerBuilding, AdvanceMovesThePositionWithNothingToWrite) {
   EXPECT_EQ(l.next_checkpoint(), 0u);
 }
 
-TEST(LedgerBuilding, NextCheckpointIsNeverAtOrBelowTheSeededOne) {
+// A new session takes nothing over from the checkpoint Redis holds: PostgreSQL resends from the slot's
+// position, the replays are skipped, and a position is confirmed only once this session's own
+// checkpoint (possibly below the one found, still at or above the slot's) is stored.
+TEST(LedgerBuilding, ANewSessionConfirmsOnlyWhatItsOwnCheckpointsCover) {
   Ledger l;
   auto a = l.add_stream();
-  l.seed(1000);
-  l.seed(500);  // never lowered
-  l.advance(900);
-  EXPECT_FALSE(l.checkpoint_due());
-  EXPECT_EQ(l.next_checkpoint(), 0u);
-  l.advance(1000);
-  EXPECT_FALSE(l.checkpoint_due());
-  EXPECT_EQ(l.next_checkpoint(), 0u);
+  ASSERT_TRUE(l.set_hwm(a, {990, 1}));
+  EXPECT_EQ(l.acked(), 0u);
   l.begin(0);
-  l.command(a, {990, 1});
+  EXPECT_FALSE(l.admit(a, {990, 1}));  // a replay
   l.commit(1000);
-  EXPECT_EQ(l.next_checkpoint(), 0u);
-  l.advance(1001);
-  EXPECT_EQ(l.next_checkpoint(), 1001u);
-  // What the checkpoint found at start covers is in Redis (checked against the slot): confirmable.
+  EXPECT_EQ(l.acked(), 0u);
+  EXPECT_TRUE(l.checkpoint_due());
+  auto s = send(l);
+  EXPECT_EQ(s.checkpoint, 1000u);
+  store(l);
   EXPECT_EQ(l.acked(), 1000u);
-  EXPECT_EQ(l.stored(), 1000u);
+}
+
+TEST(LedgerBuilding, OnlyEntriesFillAChunk) {
+  Ledger l;
+  auto a = l.add_stream();
+  l.begin(0);
+  l.command(kNoStream, {}, 5000);  // a registry HSET
+  for (std::uint64_t i = 1; i <= 3; ++i) l.command(a, {100, i}, 10);
+  EXPECT_FALSE(l.full(4, 1000));
+  EXPECT_TRUE(l.full(3, 1000));    // three entries, not four commands
+  EXPECT_FALSE(l.full(4, 31));
+  EXPECT_TRUE(l.full(4, 30));      // 30 entry bytes; the registry's 5000 do not count
+  l.commit(110);
+  // After a cut the carried transaction's entries are what fills the next chunk.
+  l.begin(9999);
+  l.command(a, {200, 1}, 7);
+  auto s = send(l);
+  EXPECT_TRUE(cut_is(s.cut, 4, 9999, true));
+  EXPECT_TRUE(l.full(1, 1000));
+  EXPECT_FALSE(l.full(2, 1000));
+  EXPECT_TRUE(l.full(2, 7));
+  EXPECT_FALSE(l.full(2, 8));
+  // Dropping the open transaction takes its entries out of the count.
+  store(l);
+  ASSERT_TRUE(l.drop_open_transaction().has_value());
+  EXPECT_FALSE(l.full(1, 1000));
 }
 
 TEST(LedgerBuilding, NextCheckpointIsNeverAtOrBelowOneAlreadySent) {
@@ -745,6 +768,30 @@ TEST_F(TwoEntryChunk, XaddAtOrBelowTheTopItemIsAConflictAtThatEntry) {
   EXPECT_EQ(out.id, (StreamId{100, 2}));
   EXPECT_FALSE(out.registry);
   expect_nothing_stored();
+}
+
+// MULTI/EXEC does not roll back: a conflict on one stream says nothing of the others, and any other
+// refusal in the same EXEC makes it fatal.
+TEST_F(TwoEntryChunk, EveryConflictingStreamIsListedAndAnyOtherRefusalIsFatal) {
+  queue_all(l);
+  auto both = l.executed(std::nullopt, Results{kTopItem, kTopItem, std::nullopt});
+  EXPECT_EQ(both.kind, Kind::Conflict);
+  ASSERT_EQ(both.conflicts.size(), 2u);
+  EXPECT_EQ(both.conflicts[0], std::make_pair(a, StreamId{100, 1}));
+  EXPECT_EQ(both.conflicts[1], std::make_pair(b, StreamId{100, 2}));
+
+  Ledger m;
+  auto x = m.add_stream();
+  m.begin(0);
+  m.command(x, {100, 1});
+  m.command(x, {100, 2});
+  m.commit(110);
+  send(m);
+  queue_all(m);
+  auto mixed = m.executed(std::nullopt, Results{kTopItem, "WRONGTYPE Operation against a key"sv, std::nullopt});
+  EXPECT_EQ(mixed.kind, Kind::Fatal);
+  EXPECT_EQ(mixed.id, (StreamId{100, 2}));
+  ASSERT_EQ(mixed.conflicts.size(), 1u);  // one per stream
 }
 
 TEST_F(TwoEntryChunk, OtherXaddErrorInExecIsFatalAtThatEntry) {
