@@ -116,6 +116,11 @@ cxxopts::Options run_options() {
       ("adopt-slot", "the slot was created outside walstream (pg_create_logical_replication_slot) and Redis holds "
                      "no checkpoint for it yet: stream from the slot's position instead of stopping "
                      "[WALSTREAM_ADOPT_SLOT=1]")
+      ("messages", "logical messages (pg_logical_emit_message) to publish on <prefix>messages:<message prefix>: "
+                   "all, none, or a comma-separated list of message prefixes [WALSTREAM_MESSAGES] (default all)",
+       cxxopts::value<std::string>())
+      ("transactions", "write a marker entry per committed transaction on <prefix>transactions, in the same "
+                       "MULTI/EXEC as its last entries [WALSTREAM_TRANSACTIONS=1]")
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -188,6 +193,18 @@ Config parse_run(int argc, char** argv) {
   c.redis_wait_timeout = std::chrono::milliseconds(wait_ms);
   c.resnapshot = switch_setting(r, "resnapshot");
   c.adopt_slot = switch_setting(r, "adopt-slot");
+  c.transactions = switch_setting(r, "transactions");
+  if (auto m = setting(r, "messages", "all"); m == "none") {
+    c.messages = false;
+  } else if (m != "all") {
+    for (std::size_t start = 0; start <= m.size();) {
+      auto end = std::min(m.find(',', start), m.size());
+      auto p = m.substr(start, end - start);
+      if (p.empty()) throw UsageError(fmt::format("--messages: empty prefix in '{}'", m));
+      c.message_prefixes.push_back(p);
+      start = end + 1;
+    }
+  }
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");

@@ -31,6 +31,9 @@ struct Config {
   std::chrono::milliseconds redis_wait_timeout{1000};
   bool resnapshot = false;  // drop the slot and republish every table's rows (Redis lost data)
   bool adopt_slot = false;  // a slot made outside walstream, with no checkpoint yet: start from its position
+  bool messages = true;                       // logical messages (pg_logical_emit_message)…
+  std::vector<std::string> message_prefixes;  // …of these prefixes only (empty: all)
+  bool transactions = false;                  // a marker entry per transaction on <prefix>transactions
 };
 
 // The two start-up decisions an operator asks for once: honoured at the first start of the process

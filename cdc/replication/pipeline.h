@@ -10,6 +10,7 @@
 
 #include "catalog.h"
 #include "copy_protocol.h"
+#include "json.h"
 #include "keys.h"
 #include "pgoutput.h"
 #include "record.h"
@@ -21,7 +22,13 @@ namespace walstream {
 
 class Pipeline {
  public:
-  Pipeline(Catalog& catalog, StreamWriter& writer, Keys keys, WaitUntil wait_until);
+  struct Options {
+    Keys keys;
+    bool messages = true;                       // publish logical messages…
+    std::vector<std::string> message_prefixes;  // …of these prefixes (empty: all)
+    bool transactions = false;                  // a marker entry per transaction that published anything
+  };
+  Pipeline(Catalog& catalog, StreamWriter& writer, Options options, WaitUntil wait_until);
 
   // One XLogData payload; data_start is the LSN of the change it carries.
   void handle(const copy::XLogData& data);
@@ -45,16 +52,20 @@ class Pipeline {
   void on(const pgoutput::Delete& m);
   void on(const pgoutput::Truncate& m);
   void on(const pgoutput::Origin&) {}
-  void on(const pgoutput::Message&) {}
+  void on(const pgoutput::Message& m);
 
   Target& target(std::uint32_t relid);
   const std::vector<Cell>& cells(const pgoutput::Tuple& tuple, std::vector<Cell>& out);
   void emit(Target& t, std::span<const Field> fields);
+  // Adds one entry of the open transaction (the next seq); counts it for the transaction's marker.
+  void add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
+  void add_marker();
   void require_transaction(const char* what) const;
 
   Catalog& catalog_;
   StreamWriter& writer_;
-  Keys keys_;
+  Options options_;
+  const Keys& keys_ = options_.keys;
   WaitUntil wait_until_;
   RelationCache relations_;
   std::unordered_map<std::uint32_t, Target> targets_;
@@ -68,6 +79,14 @@ class Pipeline {
   std::string lsn_text_;
   std::uint64_t current_lsn_ = 0;
   std::uint64_t changes_ = 0;
+
+  std::unordered_map<std::string, StreamWriter::Handle> message_streams_;
+  StreamWriter::Handle transactions_stream_ = 0;
+  // The open transaction's entries per stream (for its marker), in first-touched order.
+  std::vector<std::pair<StreamWriter::Handle, std::uint64_t>> txn_streams_;
+  std::vector<std::pair<std::string_view, std::string_view>> fields_;
+  JsonWriter marker_json_;
+  std::string marker_changes_;
 };
 
 }  // namespace walstream
