@@ -25,6 +25,10 @@ struct Keys {
   std::string messages(std::string_view message_prefix) const {
     return prefix + "messages:" + std::string(message_prefix);
   }
+  // Domain events of one aggregate type, from outbox tables; `_invalid` for rows that are not events.
+  std::string events(std::string_view aggregate_type) const {
+    return prefix + "events:" + std::string(aggregate_type);
+  }
   // One marker entry per committed transaction that published anything (--transactions).
   std::string transactions() const { return prefix + "transactions"; }
   // Checkpoint hash: `lsn` = end of the last transaction stored, written in the same MULTI/EXEC as

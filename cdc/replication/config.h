@@ -14,6 +14,15 @@ namespace walstream {
 
 enum class SnapshotMode { Initial, Never };
 
+// The columns of an outbox table (Debezium's names by default); every other column is a header.
+struct OutboxColumns {
+  std::string id = "id";
+  std::string aggregate_type = "aggregatetype";
+  std::string aggregate_id = "aggregateid";
+  std::string type = "type";
+  std::string payload = "payload";
+};
+
 struct Config {
   std::string pg;  // libpq conninfo or URI; empty means libpq's PG* variables
   RedisUrl redis;
@@ -34,6 +43,8 @@ struct Config {
   bool messages = true;                       // logical messages (pg_logical_emit_message)…
   std::vector<std::string> message_prefixes;  // …of these prefixes only (empty: all)
   bool transactions = false;                  // a marker entry per transaction on <prefix>transactions
+  std::vector<std::string> outbox_tables;     // qualified names (schema/relation_cache.h) of outbox tables
+  OutboxColumns outbox_columns;
 };
 
 // The two start-up decisions an operator asks for once: honoured at the first start of the process

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "errors.h"
+#include "log.h"
 #include "pg_time.h"
 
 #include <algorithm>
@@ -141,8 +142,94 @@ void Pipeline::on(const pgoutput::Relation& m) {
   const auto& stored = relations_.put(std::move(table));
   auto& t = targets_[m.relid];
   t.table = &stored;
-  t.stream = writer_.stream(keys_.stream(stored.qualified));
   t.registered = false;
+  t.outbox.reset();
+  if (std::find(options_.outbox_tables.begin(), options_.outbox_tables.end(), stored.qualified) ==
+      options_.outbox_tables.end()) {
+    t.stream = writer_.stream(keys_.stream(stored.qualified));
+    return;
+  }
+  // An outbox table: its inserts are events; its own row stream is never written.
+  const auto& names = options_.outbox_columns;
+  auto find = [&](const std::string& name, const char* flag, bool required) {
+    for (std::size_t i = 0; i < stored.columns.size(); ++i) {
+      if (stored.columns[i].name == name) return i;
+    }
+    if (required) {
+      throw ConfigError(fmt::format("outbox table {} has no column \"{}\" ({} names it)", stored.qualified, name, flag));
+    }
+    return static_cast<std::size_t>(-1);
+  };
+  Outbox o;
+  o.id = find(names.id, "--outbox-id-column", false);
+  o.aggregate_type = find(names.aggregate_type, "--outbox-aggregate-type-column", true);
+  o.aggregate_id = find(names.aggregate_id, "--outbox-aggregate-id-column", false);
+  o.type = find(names.type, "--outbox-type-column", true);
+  o.payload = find(names.payload, "--outbox-payload-column", true);
+  for (std::size_t i = 0; i < stored.columns.size(); ++i) {
+    if (i != o.id && i != o.aggregate_type && i != o.aggregate_id && i != o.type && i != o.payload) o.headers.push_back(i);
+  }
+  t.outbox = std::move(o);
+}
+
+StreamWriter::Handle Pipeline::event_stream(std::string_view aggregate_type) {
+  std::string name(aggregate_type);
+  auto it = event_streams_.find(name);
+  if (it == event_streams_.end()) it = event_streams_.emplace(name, writer_.stream(keys_.events(name))).first;
+  ensure_hwm(writer_, it->second, wait_until_);
+  return it->second;
+}
+
+// One outbox row -> one event on <prefix>events:<aggregate type>, an entry of its transaction. A row
+// that is not an event (no aggregate type, no type, no payload) goes to events:_invalid with the
+// reason, so the feed never stops on it and nothing vanishes.
+void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
+  const auto& o = *t.outbox;
+  const auto& row = cells(m.new_tuple, new_cells_);
+  auto text = [&](std::size_t i) -> std::optional<std::string_view> {
+    if (i >= row.size() || row[i].state != Cell::State::Text) return std::nullopt;
+    return row[i].text;
+  };
+  lsn_text_ = copy::format_lsn(current_lsn_);
+  std::string reason;
+  auto aggregate_type = text(o.aggregate_type);
+  if (!aggregate_type || aggregate_type->empty()) {
+    reason = fmt::format("{} is null or empty", t.table->columns[o.aggregate_type].name);
+  } else if (!text(o.type)) {
+    reason = fmt::format("{} is null", t.table->columns[o.type].name);
+  } else if (!text(o.payload)) {
+    reason = fmt::format("{} is null", t.table->columns[o.payload].name);
+  } else if (aggregate_type->find_first_of(" \t\r\n") != std::string_view::npos) {
+    reason = fmt::format("{} '{}' contains white space", t.table->columns[o.aggregate_type].name, *aggregate_type);
+  }
+  fields_.clear();
+  if (reason.empty()) {
+    if (auto id = text(o.id)) fields_.push_back({"id", *id});
+    fields_.push_back({"type", *text(o.type)});
+    if (auto id = text(o.aggregate_id)) fields_.push_back({"aggregate_id", *id});
+    fields_.push_back({"payload", *text(o.payload)});
+    for (auto i : o.headers) {
+      if (auto v = text(i)) fields_.push_back({t.table->columns[i].name, *v});
+    }
+    fields_.push_back({"lsn", lsn_text_});
+    fields_.push_back({"xid", txn_.xid});
+    fields_.push_back({"ts", txn_.ts});
+    add(event_stream(*aggregate_type), StreamId{commit_lsn_, ++seq_}, fields_);
+    return;
+  }
+  log::warn("outbox row of {} at {} is not an event ({}): published on {}", t.table->qualified, lsn_text_, reason,
+            keys_.events("_invalid"));
+  auto stream = event_stream("_invalid");
+  auto record = builder_.insert(*t.table, txn_, lsn_text_, row);
+  for (const auto& [name, value] : record) {
+    if (name == "after") fields_.push_back({"row", value});
+  }
+  fields_.push_back({"table", t.table->qualified});
+  fields_.push_back({"reason", reason});
+  fields_.push_back({"lsn", lsn_text_});
+  fields_.push_back({"xid", txn_.xid});
+  fields_.push_back({"ts", txn_.ts});
+  add(stream, StreamId{commit_lsn_, ++seq_}, fields_);
 }
 
 void Pipeline::on(const pgoutput::Type& m) { catalog_.forget_type(m.oid); }
@@ -153,7 +240,7 @@ Pipeline::Target& Pipeline::target(std::uint32_t relid) {
     throw PgError(false, fmt::format("protocol error: change for relation {} before its Relation message", relid));
   }
   auto& t = it->second;
-  ensure_hwm(writer_, t.stream, wait_until_);
+  if (!t.outbox) ensure_hwm(writer_, t.stream, wait_until_);
   return t;
 }
 
@@ -193,6 +280,7 @@ void Pipeline::emit(Target& t, std::span<const Field> fields) {
 void Pipeline::on(const pgoutput::Insert& m) {
   require_transaction("Insert");
   auto& t = target(m.relid);
+  if (t.outbox) return publish_event(t, m);
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.insert(*t.table, txn_, lsn_text_, cells(m.new_tuple, new_cells_)));
 }
@@ -200,6 +288,7 @@ void Pipeline::on(const pgoutput::Insert& m) {
 void Pipeline::on(const pgoutput::Update& m) {
   require_transaction("Update");
   auto& t = target(m.relid);
+  if (t.outbox) return;  // only inserts are events: "insert then delete" keeps the table empty
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.update(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_),
                           cells(m.new_tuple, new_cells_)));
@@ -208,6 +297,7 @@ void Pipeline::on(const pgoutput::Update& m) {
 void Pipeline::on(const pgoutput::Delete& m) {
   require_transaction("Delete");
   auto& t = target(m.relid);
+  if (t.outbox) return;
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.remove(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_)));
 }
@@ -217,6 +307,7 @@ void Pipeline::on(const pgoutput::Truncate& m) {
   lsn_text_ = copy::format_lsn(current_lsn_);
   for (auto relid : m.relids) {
     auto& t = target(relid);
+    if (t.outbox) continue;
     emit(t, builder_.truncate(*t.table, txn_, lsn_text_));
   }
 }

@@ -4,11 +4,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "catalog.h"
+#include "config.h"
 #include "copy_protocol.h"
 #include "json.h"
 #include "keys.h"
@@ -27,6 +29,8 @@ class Pipeline {
     bool messages = true;                       // publish logical messages…
     std::vector<std::string> message_prefixes;  // …of these prefixes (empty: all)
     bool transactions = false;                  // a marker entry per transaction that published anything
+    std::vector<std::string> outbox_tables;     // qualified names: their inserts become events
+    OutboxColumns outbox_columns;
   };
   Pipeline(Catalog& catalog, StreamWriter& writer, Options options, WaitUntil wait_until);
 
@@ -37,10 +41,16 @@ class Pipeline {
   std::uint64_t changes() const { return changes_; }
 
  private:
+  // Where an outbox table's columns are (indexes into its columns; npos when it has none).
+  struct Outbox {
+    std::size_t id, aggregate_type, aggregate_id, type, payload;
+    std::vector<std::size_t> headers;
+  };
   struct Target {
     const TableInfo* table = nullptr;
     StreamWriter::Handle stream = 0;
     bool registered = false;  // the schema version's registry entry is queued in this session
+    std::optional<Outbox> outbox;
   };
 
   void on(const pgoutput::Begin& m);
@@ -60,6 +70,8 @@ class Pipeline {
   // Adds one entry of the open transaction (the next seq); counts it for the transaction's marker.
   void add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
   void add_marker();
+  void publish_event(Target& t, const pgoutput::Insert& m);
+  StreamWriter::Handle event_stream(std::string_view aggregate_type);
   void require_transaction(const char* what) const;
 
   Catalog& catalog_;
@@ -81,6 +93,8 @@ class Pipeline {
   std::uint64_t changes_ = 0;
 
   std::unordered_map<std::string, StreamWriter::Handle> message_streams_;
+  std::unordered_map<std::string, StreamWriter::Handle> event_streams_;
+  std::vector<std::string> header_names_;
   StreamWriter::Handle transactions_stream_ = 0;
   // The open transaction's entries per stream (for its marker), in first-touched order.
   std::vector<std::pair<StreamWriter::Handle, std::uint64_t>> txn_streams_;

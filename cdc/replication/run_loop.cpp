@@ -292,6 +292,8 @@ class Session {
     o.messages = c.messages;
     o.message_prefixes = c.message_prefixes;
     o.transactions = c.transactions;
+    o.outbox_tables = c.outbox_tables;
+    o.outbox_columns = c.outbox_columns;
     return o;
   }
 
