@@ -21,6 +21,16 @@ struct Keys {
   // Snapshot state hash (status, consistent_point) and the set of its staging streams.
   std::string snapshot_state() const { return prefix + "snapshot:" + slot; }
   std::string staging_set() const { return snapshot_state() + ":staging"; }
+  // Logical messages (pg_logical_emit_message) of one message prefix.
+  std::string messages(std::string_view message_prefix) const {
+    return prefix + "messages:" + std::string(message_prefix);
+  }
+  // Domain events of one aggregate type, from outbox tables; `_invalid` for rows that are not events.
+  std::string events(std::string_view aggregate_type) const {
+    return prefix + "events:" + std::string(aggregate_type);
+  }
+  // One marker entry per committed transaction that published anything (--transactions).
+  std::string transactions() const { return prefix + "transactions"; }
   // Checkpoint hash: `lsn` = end of the last transaction stored, written in the same MULTI/EXEC as
   // the entries it covers. On a single Redis one key; see docs/design.md for the cluster layout.
   std::string checkpoint() const { return prefix + "checkpoint:" + slot; }

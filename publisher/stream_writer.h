@@ -63,6 +63,7 @@ class StreamWriter {
   // first entry is added to it in this connection: request it, then wait until it is known.
   Handle stream(std::string_view key);
   bool hwm_known(Handle h) const { return ledger_.hwm_known(h); }
+  const std::string& key(Handle h) const { return streams_[h].key; }
   void request_hwm(Handle h);
 
   // A transaction begins: its commands are kept together in one chunk when they fit.

@@ -116,6 +116,25 @@ cxxopts::Options run_options() {
       ("adopt-slot", "the slot was created outside walstream (pg_create_logical_replication_slot) and Redis holds "
                      "no checkpoint for it yet: stream from the slot's position instead of stopping "
                      "[WALSTREAM_ADOPT_SLOT=1]")
+      ("messages", "logical messages (pg_logical_emit_message) to publish on <prefix>messages:<message prefix>: "
+                   "all, none, or a comma-separated list of message prefixes [WALSTREAM_MESSAGES] (default all)",
+       cxxopts::value<std::string>())
+      ("outbox", "outbox table(s), schema.table, repeatable or comma-separated: each INSERT becomes an event on "
+                 "<prefix>events:<aggregate type>; updates and deletes publish nothing [WALSTREAM_OUTBOX]",
+       cxxopts::value<std::vector<std::string>>())
+      ("outbox-id-column", "outbox column of the event id [WALSTREAM_OUTBOX_ID_COLUMN] (default id)",
+       cxxopts::value<std::string>())
+      ("outbox-aggregate-type-column", "outbox column naming the aggregate type, i.e. the events stream "
+                                       "[WALSTREAM_OUTBOX_AGGREGATE_TYPE_COLUMN] (default aggregatetype)",
+       cxxopts::value<std::string>())
+      ("outbox-aggregate-id-column", "outbox column of the aggregate id [WALSTREAM_OUTBOX_AGGREGATE_ID_COLUMN] "
+                                     "(default aggregateid)", cxxopts::value<std::string>())
+      ("outbox-type-column", "outbox column of the event type [WALSTREAM_OUTBOX_TYPE_COLUMN] (default type)",
+       cxxopts::value<std::string>())
+      ("outbox-payload-column", "outbox column of the payload [WALSTREAM_OUTBOX_PAYLOAD_COLUMN] (default payload)",
+       cxxopts::value<std::string>())
+      ("transactions", "write a marker entry per committed transaction on <prefix>transactions, in the same "
+                       "MULTI/EXEC as its last entries [WALSTREAM_TRANSACTIONS=1]")
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -188,6 +207,41 @@ Config parse_run(int argc, char** argv) {
   c.redis_wait_timeout = std::chrono::milliseconds(wait_ms);
   c.resnapshot = switch_setting(r, "resnapshot");
   c.adopt_slot = switch_setting(r, "adopt-slot");
+  c.transactions = switch_setting(r, "transactions");
+  std::vector<std::string> outbox;
+  if (r.count("outbox")) {
+    outbox = r["outbox"].as<std::vector<std::string>>();
+  } else if (const char* v = std::getenv("WALSTREAM_OUTBOX"); v && *v) {
+    std::string list = v;
+    for (std::size_t start = 0; start <= list.size();) {
+      auto end = std::min(list.find(',', start), list.size());
+      outbox.push_back(list.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  for (const auto& t : outbox) {
+    auto name = walstream::parse_qualified_table_name(t);
+    if (!name) throw UsageError(fmt::format("--outbox: bad table name '{}', expected schema.table", t));
+    c.outbox_tables.push_back(walstream::qualified_table_name(name->first.empty() ? "public" : name->first,
+                                                              name->second));
+  }
+  auto& oc = c.outbox_columns;
+  oc.id = setting(r, "outbox-id-column", oc.id);
+  oc.aggregate_type = setting(r, "outbox-aggregate-type-column", oc.aggregate_type);
+  oc.aggregate_id = setting(r, "outbox-aggregate-id-column", oc.aggregate_id);
+  oc.type = setting(r, "outbox-type-column", oc.type);
+  oc.payload = setting(r, "outbox-payload-column", oc.payload);
+  if (auto m = setting(r, "messages", "all"); m == "none") {
+    c.messages = false;
+  } else if (m != "all") {
+    for (std::size_t start = 0; start <= m.size();) {
+      auto end = std::min(m.find(',', start), m.size());
+      auto p = m.substr(start, end - start);
+      if (p.empty()) throw UsageError(fmt::format("--messages: empty prefix in '{}'", m));
+      c.message_prefixes.push_back(p);
+      start = end + 1;
+    }
+  }
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");

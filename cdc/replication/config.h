@@ -14,6 +14,15 @@ namespace walstream {
 
 enum class SnapshotMode { Initial, Never };
 
+// The columns of an outbox table (Debezium's names by default); every other column is a header.
+struct OutboxColumns {
+  std::string id = "id";
+  std::string aggregate_type = "aggregatetype";
+  std::string aggregate_id = "aggregateid";
+  std::string type = "type";
+  std::string payload = "payload";
+};
+
 struct Config {
   std::string pg;  // libpq conninfo or URI; empty means libpq's PG* variables
   RedisUrl redis;
@@ -31,6 +40,11 @@ struct Config {
   std::chrono::milliseconds redis_wait_timeout{1000};
   bool resnapshot = false;  // drop the slot and republish every table's rows (Redis lost data)
   bool adopt_slot = false;  // a slot made outside walstream, with no checkpoint yet: start from its position
+  bool messages = true;                       // logical messages (pg_logical_emit_message)…
+  std::vector<std::string> message_prefixes;  // …of these prefixes only (empty: all)
+  bool transactions = false;                  // a marker entry per transaction on <prefix>transactions
+  std::vector<std::string> outbox_tables;     // qualified names (schema/relation_cache.h) of outbox tables
+  OutboxColumns outbox_columns;
 };
 
 // The two start-up decisions an operator asks for once: honoured at the first start of the process

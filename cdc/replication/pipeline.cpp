@@ -3,12 +3,17 @@
 #include <fmt/format.h>
 
 #include "errors.h"
+#include "log.h"
 #include "pg_time.h"
+
+#include <algorithm>
 
 namespace walstream {
 
-Pipeline::Pipeline(Catalog& catalog, StreamWriter& writer, Keys keys, WaitUntil wait_until)
-    : catalog_(catalog), writer_(writer), keys_(std::move(keys)), wait_until_(std::move(wait_until)) {}
+Pipeline::Pipeline(Catalog& catalog, StreamWriter& writer, Options options, WaitUntil wait_until)
+    : catalog_(catalog), writer_(writer), options_(std::move(options)), wait_until_(std::move(wait_until)) {
+  if (options_.transactions) transactions_stream_ = writer_.stream(keys_.transactions());
+}
 
 void Pipeline::handle(const copy::XLogData& data) {
   current_lsn_ = data.data_start;
@@ -28,6 +33,7 @@ void Pipeline::on(const pgoutput::Begin& m) {
   seq_ = 0;
   txn_.xid = std::to_string(m.xid);
   txn_.ts = format_pg_timestamp(m.commit_time);
+  txn_streams_.clear();
   writer_.begin_transaction();
 }
 
@@ -37,8 +43,85 @@ void Pipeline::on(const pgoutput::Commit& m) {
     throw PgError(false, fmt::format("protocol error: Commit at {} for a transaction begun at {}",
                                      copy::format_lsn(m.commit_lsn), copy::format_lsn(commit_lsn_)));
   }
+  // The marker goes into the chunk that holds the transaction's last entries: once a consumer sees
+  // it, every entry of the transaction is readable.
+  if (options_.transactions && !txn_streams_.empty()) add_marker();
   in_txn_ = false;
   writer_.mark_commit(m.end_lsn);
+}
+
+void Pipeline::add_marker() {
+  ensure_hwm(writer_, transactions_stream_, wait_until_);
+  std::uint64_t changes = 0;
+  marker_json_.clear();
+  marker_json_.start_object();
+  for (const auto& [stream, n] : txn_streams_) {
+    changes += n;
+    marker_json_.key(writer_.key(stream));
+    marker_json_.number(n);
+  }
+  marker_json_.end_object();
+  marker_changes_ = std::to_string(changes);
+  lsn_text_ = copy::format_lsn(commit_lsn_);
+  fields_.assign({{"xid", txn_.xid},
+                  {"lsn", lsn_text_},
+                  {"ts", txn_.ts},
+                  {"changes", marker_changes_},
+                  {"streams", marker_json_.view()}});
+  writer_.add_entry(transactions_stream_, StreamId{commit_lsn_, 0}, fields_);
+}
+
+// pg_logical_emit_message: transactional ones are entries of their transaction; the others are
+// sent by pgoutput as they are decoded, between transactions, and get an ID from their own LSN —
+// above every transaction committed before them, below every one committed after.
+void Pipeline::on(const pgoutput::Message& m) {
+  if (!options_.messages) return;
+  if (!options_.message_prefixes.empty() &&
+      std::find(options_.message_prefixes.begin(), options_.message_prefixes.end(), m.prefix) ==
+          options_.message_prefixes.end()) {
+    return;
+  }
+  std::string prefix(m.prefix);
+  auto it = message_streams_.find(prefix);
+  if (it == message_streams_.end()) it = message_streams_.emplace(prefix, writer_.stream(keys_.messages(prefix))).first;
+  auto stream = it->second;
+  ensure_hwm(writer_, stream, wait_until_);
+  lsn_text_ = copy::format_lsn(m.lsn);
+  fields_.assign({{"prefix", m.prefix}, {"content", m.content}, {"transactional", m.transactional ? "1" : "0"},
+                  {"lsn", lsn_text_}});
+  if (m.transactional) {
+    require_transaction("transactional Message");
+    fields_.push_back({"xid", txn_.xid});
+    fields_.push_back({"ts", txn_.ts});
+    add(stream, StreamId{commit_lsn_, ++seq_}, fields_);
+    return;
+  }
+  if (in_txn_) {
+    // Not expected from pgoutput (a transaction is sent whole at its commit), but if it comes, it
+    // rides in the open chunk without touching the transaction's accounting.
+    send_if_full(writer_, wait_until_);
+    writer_.add_entry(stream, StreamId{m.lsn, 1}, fields_);
+    return;
+  }
+  writer_.begin_transaction();
+  send_if_full(writer_, wait_until_);
+  writer_.add_entry(stream, StreamId{m.lsn, 1}, fields_);
+  writer_.mark_commit(m.lsn);
+}
+
+void Pipeline::add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields) {
+  // Full before adding, not after: the transaction's last entries then stay in the chunk its commit
+  // (and its marker) closes.
+  send_if_full(writer_, wait_until_);
+  writer_.add_entry(stream, id, fields);
+  if (!options_.transactions) return;
+  for (auto& [s, n] : txn_streams_) {
+    if (s == stream) {
+      ++n;
+      return;
+    }
+  }
+  txn_streams_.emplace_back(stream, 1);
 }
 
 void Pipeline::on(const pgoutput::Relation& m) {
@@ -59,8 +142,94 @@ void Pipeline::on(const pgoutput::Relation& m) {
   const auto& stored = relations_.put(std::move(table));
   auto& t = targets_[m.relid];
   t.table = &stored;
-  t.stream = writer_.stream(keys_.stream(stored.qualified));
   t.registered = false;
+  t.outbox.reset();
+  if (std::find(options_.outbox_tables.begin(), options_.outbox_tables.end(), stored.qualified) ==
+      options_.outbox_tables.end()) {
+    t.stream = writer_.stream(keys_.stream(stored.qualified));
+    return;
+  }
+  // An outbox table: its inserts are events; its own row stream is never written.
+  const auto& names = options_.outbox_columns;
+  auto find = [&](const std::string& name, const char* flag, bool required) {
+    for (std::size_t i = 0; i < stored.columns.size(); ++i) {
+      if (stored.columns[i].name == name) return i;
+    }
+    if (required) {
+      throw ConfigError(fmt::format("outbox table {} has no column \"{}\" ({} names it)", stored.qualified, name, flag));
+    }
+    return static_cast<std::size_t>(-1);
+  };
+  Outbox o;
+  o.id = find(names.id, "--outbox-id-column", false);
+  o.aggregate_type = find(names.aggregate_type, "--outbox-aggregate-type-column", true);
+  o.aggregate_id = find(names.aggregate_id, "--outbox-aggregate-id-column", false);
+  o.type = find(names.type, "--outbox-type-column", true);
+  o.payload = find(names.payload, "--outbox-payload-column", true);
+  for (std::size_t i = 0; i < stored.columns.size(); ++i) {
+    if (i != o.id && i != o.aggregate_type && i != o.aggregate_id && i != o.type && i != o.payload) o.headers.push_back(i);
+  }
+  t.outbox = std::move(o);
+}
+
+StreamWriter::Handle Pipeline::event_stream(std::string_view aggregate_type) {
+  std::string name(aggregate_type);
+  auto it = event_streams_.find(name);
+  if (it == event_streams_.end()) it = event_streams_.emplace(name, writer_.stream(keys_.events(name))).first;
+  ensure_hwm(writer_, it->second, wait_until_);
+  return it->second;
+}
+
+// One outbox row -> one event on <prefix>events:<aggregate type>, an entry of its transaction. A row
+// that is not an event (no aggregate type, no type, no payload) goes to events:_invalid with the
+// reason, so the feed never stops on it and nothing vanishes.
+void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
+  const auto& o = *t.outbox;
+  const auto& row = cells(m.new_tuple, new_cells_);
+  auto text = [&](std::size_t i) -> std::optional<std::string_view> {
+    if (i >= row.size() || row[i].state != Cell::State::Text) return std::nullopt;
+    return row[i].text;
+  };
+  lsn_text_ = copy::format_lsn(current_lsn_);
+  std::string reason;
+  auto aggregate_type = text(o.aggregate_type);
+  if (!aggregate_type || aggregate_type->empty()) {
+    reason = fmt::format("{} is null or empty", t.table->columns[o.aggregate_type].name);
+  } else if (!text(o.type)) {
+    reason = fmt::format("{} is null", t.table->columns[o.type].name);
+  } else if (!text(o.payload)) {
+    reason = fmt::format("{} is null", t.table->columns[o.payload].name);
+  } else if (aggregate_type->find_first_of(" \t\r\n") != std::string_view::npos) {
+    reason = fmt::format("{} '{}' contains white space", t.table->columns[o.aggregate_type].name, *aggregate_type);
+  }
+  fields_.clear();
+  if (reason.empty()) {
+    if (auto id = text(o.id)) fields_.push_back({"id", *id});
+    fields_.push_back({"type", *text(o.type)});
+    if (auto id = text(o.aggregate_id)) fields_.push_back({"aggregate_id", *id});
+    fields_.push_back({"payload", *text(o.payload)});
+    for (auto i : o.headers) {
+      if (auto v = text(i)) fields_.push_back({t.table->columns[i].name, *v});
+    }
+    fields_.push_back({"lsn", lsn_text_});
+    fields_.push_back({"xid", txn_.xid});
+    fields_.push_back({"ts", txn_.ts});
+    add(event_stream(*aggregate_type), StreamId{commit_lsn_, ++seq_}, fields_);
+    return;
+  }
+  log::warn("outbox row of {} at {} is not an event ({}): published on {}", t.table->qualified, lsn_text_, reason,
+            keys_.events("_invalid"));
+  auto stream = event_stream("_invalid");
+  auto record = builder_.insert(*t.table, txn_, lsn_text_, row);
+  for (const auto& [name, value] : record) {
+    if (name == "after") fields_.push_back({"row", value});
+  }
+  fields_.push_back({"table", t.table->qualified});
+  fields_.push_back({"reason", reason});
+  fields_.push_back({"lsn", lsn_text_});
+  fields_.push_back({"xid", txn_.xid});
+  fields_.push_back({"ts", txn_.ts});
+  add(stream, StreamId{commit_lsn_, ++seq_}, fields_);
 }
 
 void Pipeline::on(const pgoutput::Type& m) { catalog_.forget_type(m.oid); }
@@ -71,7 +240,7 @@ Pipeline::Target& Pipeline::target(std::uint32_t relid) {
     throw PgError(false, fmt::format("protocol error: change for relation {} before its Relation message", relid));
   }
   auto& t = it->second;
-  ensure_hwm(writer_, t.stream, wait_until_);
+  if (!t.outbox) ensure_hwm(writer_, t.stream, wait_until_);
   return t;
 }
 
@@ -99,18 +268,19 @@ const std::vector<Cell>& Pipeline::cells(const pgoutput::Tuple& tuple, std::vect
 
 void Pipeline::emit(Target& t, std::span<const Field> fields) {
   ++changes_;
+  send_if_full(writer_, wait_until_);
   if (!t.registered) {
     // The registry entry goes first in the same chunk: a subscriber never sees a version it cannot look up.
     writer_.add_hset(keys_.registry(t.table->qualified), t.table->version, t.table->registry_json);
     t.registered = true;
   }
-  writer_.add_entry(t.stream, StreamId{commit_lsn_, ++seq_}, fields);
-  send_if_full(writer_, wait_until_);
+  add(t.stream, StreamId{commit_lsn_, ++seq_}, fields);
 }
 
 void Pipeline::on(const pgoutput::Insert& m) {
   require_transaction("Insert");
   auto& t = target(m.relid);
+  if (t.outbox) return publish_event(t, m);
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.insert(*t.table, txn_, lsn_text_, cells(m.new_tuple, new_cells_)));
 }
@@ -118,6 +288,7 @@ void Pipeline::on(const pgoutput::Insert& m) {
 void Pipeline::on(const pgoutput::Update& m) {
   require_transaction("Update");
   auto& t = target(m.relid);
+  if (t.outbox) return;  // only inserts are events: "insert then delete" keeps the table empty
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.update(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_),
                           cells(m.new_tuple, new_cells_)));
@@ -126,6 +297,7 @@ void Pipeline::on(const pgoutput::Update& m) {
 void Pipeline::on(const pgoutput::Delete& m) {
   require_transaction("Delete");
   auto& t = target(m.relid);
+  if (t.outbox) return;
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.remove(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_)));
 }
@@ -135,6 +307,7 @@ void Pipeline::on(const pgoutput::Truncate& m) {
   lsn_text_ = copy::format_lsn(current_lsn_);
   for (auto relid : m.relids) {
     auto& t = target(relid);
+    if (t.outbox) continue;
     emit(t, builder_.truncate(*t.table, txn_, lsn_text_));
   }
 }

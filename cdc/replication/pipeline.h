@@ -4,12 +4,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "catalog.h"
+#include "config.h"
 #include "copy_protocol.h"
+#include "json.h"
 #include "keys.h"
 #include "pgoutput.h"
 #include "record.h"
@@ -21,7 +24,15 @@ namespace walstream {
 
 class Pipeline {
  public:
-  Pipeline(Catalog& catalog, StreamWriter& writer, Keys keys, WaitUntil wait_until);
+  struct Options {
+    Keys keys;
+    bool messages = true;                       // publish logical messages…
+    std::vector<std::string> message_prefixes;  // …of these prefixes (empty: all)
+    bool transactions = false;                  // a marker entry per transaction that published anything
+    std::vector<std::string> outbox_tables;     // qualified names: their inserts become events
+    OutboxColumns outbox_columns;
+  };
+  Pipeline(Catalog& catalog, StreamWriter& writer, Options options, WaitUntil wait_until);
 
   // One XLogData payload; data_start is the LSN of the change it carries.
   void handle(const copy::XLogData& data);
@@ -30,10 +41,16 @@ class Pipeline {
   std::uint64_t changes() const { return changes_; }
 
  private:
+  // Where an outbox table's columns are (indexes into its columns; npos when it has none).
+  struct Outbox {
+    std::size_t id, aggregate_type, aggregate_id, type, payload;
+    std::vector<std::size_t> headers;
+  };
   struct Target {
     const TableInfo* table = nullptr;
     StreamWriter::Handle stream = 0;
     bool registered = false;  // the schema version's registry entry is queued in this session
+    std::optional<Outbox> outbox;
   };
 
   void on(const pgoutput::Begin& m);
@@ -45,16 +62,22 @@ class Pipeline {
   void on(const pgoutput::Delete& m);
   void on(const pgoutput::Truncate& m);
   void on(const pgoutput::Origin&) {}
-  void on(const pgoutput::Message&) {}
+  void on(const pgoutput::Message& m);
 
   Target& target(std::uint32_t relid);
   const std::vector<Cell>& cells(const pgoutput::Tuple& tuple, std::vector<Cell>& out);
   void emit(Target& t, std::span<const Field> fields);
+  // Adds one entry of the open transaction (the next seq); counts it for the transaction's marker.
+  void add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
+  void add_marker();
+  void publish_event(Target& t, const pgoutput::Insert& m);
+  StreamWriter::Handle event_stream(std::string_view aggregate_type);
   void require_transaction(const char* what) const;
 
   Catalog& catalog_;
   StreamWriter& writer_;
-  Keys keys_;
+  Options options_;
+  const Keys& keys_ = options_.keys;
   WaitUntil wait_until_;
   RelationCache relations_;
   std::unordered_map<std::uint32_t, Target> targets_;
@@ -68,6 +91,16 @@ class Pipeline {
   std::string lsn_text_;
   std::uint64_t current_lsn_ = 0;
   std::uint64_t changes_ = 0;
+
+  std::unordered_map<std::string, StreamWriter::Handle> message_streams_;
+  std::unordered_map<std::string, StreamWriter::Handle> event_streams_;
+  std::vector<std::string> header_names_;
+  StreamWriter::Handle transactions_stream_ = 0;
+  // The open transaction's entries per stream (for its marker), in first-touched order.
+  std::vector<std::pair<StreamWriter::Handle, std::uint64_t>> txn_streams_;
+  std::vector<std::pair<std::string_view, std::string_view>> fields_;
+  JsonWriter marker_json_;
+  std::string marker_changes_;
 };
 
 }  // namespace walstream

@@ -44,7 +44,7 @@ class Session {
         writer_(writer_options(config)),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
-        pipeline_(catalog_, writer_, Keys{config.prefix, config.slot},
+        pipeline_(catalog_, writer_, pipeline_options(config),
                   [this](const std::function<bool()>& done) { wait_until(done); }) {}
 
   ~Session() { log_replays(); }
@@ -58,8 +58,8 @@ class Session {
       publications.push_back(c);
       if (c == '\'') publications.push_back('\'');
     }
-    auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}')",
-                             quote_ident(config_.slot), publications);
+    auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}'{})",
+                             quote_ident(config_.slot), publications, config_.messages ? ", messages 'true'" : "");
     auto system = repl_.exec("IDENTIFY_SYSTEM", PGRES_TUPLES_OK);
     log::debug("PostgreSQL system {} timeline {} at {} database {}", PQgetvalue(system.get(), 0, 0),
                PQgetvalue(system.get(), 0, 1), PQgetvalue(system.get(), 0, 2), PQgetvalue(system.get(), 0, 3));
@@ -283,6 +283,17 @@ class Session {
     o.checkpoint_key = Keys{c.prefix, c.slot}.checkpoint();
     o.wait_replicas = c.redis_wait;
     o.wait_timeout = c.redis_wait_timeout;
+    return o;
+  }
+
+  static Pipeline::Options pipeline_options(const Config& c) {
+    Pipeline::Options o;
+    o.keys = Keys{c.prefix, c.slot};
+    o.messages = c.messages;
+    o.message_prefixes = c.message_prefixes;
+    o.transactions = c.transactions;
+    o.outbox_tables = c.outbox_tables;
+    o.outbox_columns = c.outbox_columns;
     return o;
   }
 

@@ -7,6 +7,7 @@
 #include "errors.h"
 #include "log.h"
 #include "pg_conn.h"
+#include "relation_cache.h"
 
 namespace walstream {
 namespace {
@@ -92,6 +93,37 @@ void warn_missing_identity(pqxx::nontransaction& tx, const Config& config) {
   }
 }
 
+// An outbox table must be published, or its events never arrive; and it needs its columns.
+void check_outbox_tables(pqxx::nontransaction& tx, const Config& config) {
+  for (const auto& qualified : config.outbox_tables) {
+    auto name = parse_qualified_table_name(qualified);
+    auto rows = tx.exec_params(
+        "SELECT a.attname FROM pg_publication_tables pt "
+        "JOIN pg_namespace n ON n.nspname = pt.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
+        config.publication, name->first, name->second);
+    if (rows.empty()) {
+      throw ConfigError(fmt::format("outbox table {} is not in publication '{}' (or does not exist): add it with "
+                                    "ALTER PUBLICATION {} ADD TABLE {}",
+                                    qualified, config.publication, quote_ident(config.publication),
+                                    qualified_name(name->first, name->second)));
+    }
+    const auto& oc = config.outbox_columns;
+    for (const auto& [column, flag] : {std::pair{oc.aggregate_type, "--outbox-aggregate-type-column"},
+                                       std::pair{oc.type, "--outbox-type-column"},
+                                       std::pair{oc.payload, "--outbox-payload-column"}}) {
+      bool found = false;
+      for (const auto& row : rows) found = found || row[0].as<std::string>() == column;
+      if (!found) {
+        throw ConfigError(
+            fmt::format("outbox table {} has no column \"{}\" (name it with {})", qualified, column, flag));
+      }
+    }
+  }
+}
+
 void ensure_slot(pqxx::nontransaction& tx, const Config& config) {
   auto slot = tx.exec_params(
       "SELECT plugin, database = current_database(), slot_type FROM pg_replication_slots WHERE slot_name = $1",
@@ -127,6 +159,7 @@ void prepare_source(const Config& config) {
     check_server(tx);
     ensure_publication(tx, config);
     warn_missing_identity(tx, config);
+    check_outbox_tables(tx, config);
     ensure_slot(tx, config);
   } catch (const pqxx::broken_connection& e) {
     throw PgError(true, fmt::format("lost the PostgreSQL connection during setup: {}", one_line(e.what())));

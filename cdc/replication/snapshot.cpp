@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fmt/format.h>
@@ -283,6 +284,10 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
       table.columns.push_back(std::move(col));
     }
     catalog_.describe(table);
+    if (std::find(config_.outbox_tables.begin(), config_.outbox_tables.end(), table.qualified) !=
+        config_.outbox_tables.end()) {
+      continue;  // an outbox table's rows are events only when inserted, never snapshotted
+    }
 
     auto stream = writer_.stream(store.open_staging(table.qualified));
     ensure_hwm(writer_, stream, wait_until_);

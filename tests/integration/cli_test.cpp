@@ -250,7 +250,9 @@ TEST(Cli, HelpListsEveryFlag) {
   EXPECT_EQ(run.code, 0) << run.output;
   for (const char* flag : {"pg", "redis", "slot", "publication", "tables", "prefix", "maxlen", "status-interval",
                            "shutdown-timeout", "max-backoff", "log-level", "redis-wait", "redis-wait-timeout",
-                           "resnapshot"}) {
+                           "resnapshot", "adopt-slot", "outbox", "outbox-id-column", "outbox-aggregate-type-column",
+                           "outbox-aggregate-id-column", "outbox-type-column", "outbox-payload-column", "messages",
+                           "transactions"}) {
     std::string env = "WALSTREAM_";
     for (const char* c = flag; *c; ++c) env += *c == '-' ? '_' : static_cast<char>(std::toupper(*c));
     EXPECT_NE(run.output.find(std::string("--") + flag), std::string::npos) << flag << "\n" << run.output;
