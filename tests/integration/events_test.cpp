@@ -1,7 +1,8 @@
 // Logical messages (pg_logical_emit_message) on <prefix>messages:<message prefix> and transaction markers
 // on <prefix>transactions (--transactions): fields, IDs and their order against the row streams, binary
 // content, --messages selection, exactly once across SIGKILLs, and a marker that is never visible
-// before the last entry of its transaction.
+// before the last entry of its transaction. EVENTS_VERBOSE=1 prints walstream's logs of the SIGKILL test
+// and the big transaction's trail of (markers, rows) lengths.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
@@ -12,8 +13,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
+#include <ostream>
 #include <memory>
 #include <pqxx/pqxx>
 #include <random>
@@ -29,6 +33,11 @@
 
 using namespace harness;
 using namespace std::chrono_literals;
+
+namespace harness {
+// gtest prints stream IDs as <lsn>-<seq>.
+void PrintTo(const EntryId& id, std::ostream* os) { *os << id.lsn << "-" << id.seq; }
+}  // namespace harness
 
 namespace {
 
@@ -209,6 +218,75 @@ TEST(Messages, BinaryContentIsExact) {
   EXPECT_EQ(field(msgs[2], "transactional"), "1");
 }
 
+// 1b. A non-transactional message whose WAL record is the last one before another transaction's commit
+// record (its LSN as pgoutput sends it, the end of its record, is that transaction's commit LSN): it still
+// sorts before that transaction, and the transaction's own message on the same stream is not lost. The
+// WAL is read back with pg_walinspect to make sure the records were adjacent.
+TEST(Messages, LooseMessageRightBeforeACommit) {
+  constexpr int kPairs = 5;
+  Scope s;
+  s.sql("CREATE EXTENSION pg_walinspect; CREATE TABLE t (id int PRIMARY KEY)");
+  Walstream w(s.args());
+  ASSERT_TRUE(streams(s, w));
+  const auto from = s.query_one("SELECT pg_current_wal_insert_lsn()");
+  std::vector<std::string> xids;
+  {
+    pqxx::connection a(s.conninfo), b(s.conninfo);
+    pqxx::nontransaction ta(a), tb(b);
+    for (int i = 1; i <= kPairs; ++i) {
+      ta.exec("BEGIN");
+      ta.exec(fmt::format("SELECT pg_logical_emit_message(true, 'audit', 'x{}')", i));
+      xids.push_back(ta.exec("SELECT pg_current_xact_id()::xid::text")[0][0].c_str());
+      tb.exec(fmt::format("SELECT pg_logical_emit_message(false, 'audit', 'y{}')", i));
+      ta.exec("COMMIT");
+    }
+  }
+  s.sql("INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(holds(w, s.stream("public.t"), 1));
+  const auto to = s.query_one("SELECT pg_current_wal_insert_lsn()");
+  const auto records = query(s.conninfo, fmt::format("SELECT start_lsn, resource_manager, record_type, xid, "
+                                                     "description FROM pg_get_wal_records_info('{}', '{}')",
+                                                     from, to));
+  // Per pair: the commit LSN of x's transaction, when y's record is right before its commit record.
+  std::map<int, std::uint64_t> adjacent;
+  for (std::size_t r = 1; r < records.size(); ++r) {
+    const auto& rec = records[r];
+    if (*rec[1] != "Transaction" || *rec[2] != "COMMIT") continue;
+    auto at = std::find(xids.begin(), xids.end(), *rec[3]);
+    const auto& before = records[r - 1];
+    if (at != xids.end() && *before[1] == "LogicalMessage" && before[4]->find("non-transactional") == 0) {
+      adjacent[static_cast<int>(at - xids.begin()) + 1] = parse_lsn(*rec[0]);
+    }
+  }
+  ASSERT_FALSE(adjacent.empty()) << "no pair where the loose message's record came right before the commit "
+                                    "record: the test proves nothing";
+
+  const auto msgs = xrange(message_key(s, "audit"));
+  std::vector<std::string> contents, expected;
+  for (const auto& m : msgs) contents.push_back(field(m, "content"));
+  for (int i = 1; i <= kPairs; ++i) {
+    expected.push_back(fmt::format("y{}", i));
+    expected.push_back(fmt::format("x{}", i));
+  }
+  std::string ids;
+  for (const auto& m : msgs) ids += fmt::format("{} {} (lsn {})\n", m.id, field(m, "content"), field(m, "lsn"));
+  EXPECT_EQ(contents, expected) << ids << w.log();
+  for (std::size_t i = 1; i < msgs.size(); ++i) EXPECT_LT(id_of(msgs[i - 1]), id_of(msgs[i])) << ids;
+  for (const auto& [i, commit] : adjacent) {
+    for (const auto& m : msgs) {
+      if (field(m, "content") == fmt::format("x{}", i)) {
+        EXPECT_EQ(m.id, fmt::format("{}-1", commit)) << "x" << i << "'s transaction commits at " << commit;
+      }
+      if (field(m, "content") == fmt::format("y{}", i)) {
+        EXPECT_LT(id_of(m), (Id{commit, 1})) << "y" << i << " does not sort before the transaction committed "
+                                             << "after it, at " << commit;
+      }
+    }
+  }
+  EXPECT_TRUE(w.running()) << w.log();
+  if (std::getenv("EVENTS_VERBOSE")) fprintf(stderr, "%s\n", w.log().c_str());
+}
+
 namespace {
 
 // Messages of the prefixes audit, billing and other, transactional and not, then a sentinel row.
@@ -335,6 +413,7 @@ TEST(Messages, ExactlyOnceAcrossSigkills) {
   ASSERT_TRUE(holds(*w, rows_key, kTxns + 1, 60s)) << logs;
   logs += "---- last run ----\n" + w->log();
   for (auto n : at_kill) EXPECT_LT(n, kTxns) << "a kill came after every row was stored";
+  if (std::getenv("EVENTS_VERBOSE")) fprintf(stderr, "%s\n", logs.c_str());
 
   const auto rows = xrange(rows_key);
   ASSERT_EQ(rows.size(), static_cast<std::size_t>(kTxns + 1)) << logs;
@@ -527,6 +606,7 @@ TEST(Markers, BigTransactionMarkerAfterItsLastEntry) {
   ASSERT_FALSE(seen.empty());
   std::string trail;
   for (const auto& [markers, rows] : seen) trail += fmt::format("({} markers, {} rows) ", markers, rows);
+  if (std::getenv("EVENTS_VERBOSE")) fprintf(stderr, "%s\n", trail.c_str());
   ASSERT_GT(seen.back().first, 0) << "no marker within 60 s: " << trail << "\n" << w.log();
   EXPECT_EQ(seen.back(), (std::pair<long long, long long>{1, kRows})) << "first sight of the marker: " << trail;
   const bool partial = std::any_of(seen.begin(), seen.end(), [](const auto& p) {
