@@ -50,8 +50,8 @@ void Ledger::begin(std::size_t offset) {
   building_.txn_entry_bytes = 0;
 }
 
-void Ledger::command(Handle stream, StreamId id, std::size_t bytes) {
-  building_.commands.push_back({stream, id, bytes});
+void Ledger::command(Handle stream, StreamId id, std::size_t bytes, std::uint32_t fingerprint) {
+  building_.commands.push_back({stream, id, bytes, fingerprint});
   if (stream == kNoStream) return;
   ++building_.entries;
   building_.entry_bytes += bytes;
@@ -197,8 +197,8 @@ Ledger::Outcome Ledger::executed(std::optional<std::string_view> exec_error,
       refused = true;
       if (conflict) {
         bool listed = false;
-        for (const auto& [h, id] : out.conflicts) listed = listed || h == cmd.stream;
-        if (!listed) out.conflicts.emplace_back(cmd.stream, cmd.id);
+        for (const auto& c : out.conflicts) listed = listed || c.stream == cmd.stream;
+        if (!listed) out.conflicts.push_back({cmd.stream, cmd.id, cmd.fingerprint});
       }
     }
     if (refused) return out;

@@ -46,7 +46,9 @@ class Ledger {
   // A transaction begins; `offset` is where its first command would start in the chunk's bytes.
   void begin(std::size_t offset);
   // `bytes`: the command's size; entries (not registry or checkpoint writes) fill a chunk.
-  void command(Handle stream, StreamId id, std::size_t bytes = 0);
+  // `fingerprint`: a hash of the entry's `lsn` field, to tell our own entry from a foreign one that
+  // has the same ID.
+  void command(Handle stream, StreamId id, std::size_t bytes = 0, std::uint32_t fingerprint = 0);
   // Every entry of the transaction ending at end_lsn has been added.
   void commit(std::uint64_t end_lsn);
   // A position with nothing to write (the WAL end a keepalive reports while nothing waits): it still
@@ -94,7 +96,13 @@ class Ledger {
     bool registry = false;      // Fatal: a registry/checkpoint write was refused
     // Conflict: every stream refused as "equal or smaller", with its first refused ID (the writer
     // tells an earlier connection's late write from a foreign one, stream by stream).
-    std::vector<std::pair<Handle, StreamId>> conflicts;
+    struct Conflict {
+      Handle stream;
+      StreamId id;
+      std::uint32_t fingerprint;
+      bool operator==(const Conflict&) const = default;
+    };
+    std::vector<Conflict> conflicts;
   };
   // EXEC's reply: `exec_error` when EXEC itself failed (an error or nil), else one entry per command:
   // nullopt stored, else the error text. Stored: the chunk's checkpoint is in Redis.
@@ -127,6 +135,7 @@ class Ledger {
     Handle stream;
     StreamId id;
     std::size_t bytes = 0;
+    std::uint32_t fingerprint = 0;
   };
   struct Chunk {
     std::vector<Command> commands;

@@ -154,11 +154,13 @@ bool StreamWriter::add_entry(Handle h, StreamId id, Fields fields) {
   *p++ = '-';
   p = std::to_chars(p, idbuf + sizeof idbuf, id.seq).ptr;
   building_.arg({idbuf, static_cast<std::size_t>(p - idbuf)});
+  std::uint32_t print = 0;
   for (const auto& [name, value] : fields) {
     building_.arg(name);
     building_.arg(value);
+    if (name.size() == 3 && name == "lsn") print = fingerprint(value);
   }
-  ledger_.command(h, id, building_.size() - start);
+  ledger_.command(h, id, building_.size() - start, print);
   return true;
 }
 
@@ -360,18 +362,25 @@ void StreamWriter::finish_chunk(Reply r) {
 void StreamWriter::conflict(const Ledger::Outcome& outcome) {
   // Every refused stream must be ours; the first that is not (or cannot be checked) stops walstream.
   std::optional<RedisClient> check;
-  for (const auto& [h, id] : outcome.conflicts) {
+  for (const auto& [h, id, print] : outcome.conflicts) {
     const auto& key = streams_[h].key;
     bool ours = false;
     try {
       if (!check) check.emplace(options_.url);
-      auto same = check->checked({"XRANGE", key, id.str(), id.str()});
+      auto same = check->checked({"XRANGE", key, id.str(), id.str()}).entries();
+      // The same ID is not enough: the entry there must carry our `lsn` too.
+      bool same_entry = false;
+      for (const auto& e : same) {
+        for (const auto& [name, value] : e.fields) {
+          if (name == "lsn") same_entry = fingerprint(value) == print;
+        }
+      }
       std::optional<StreamId> last;
       auto fields = check->checked({"XINFO", "STREAM", key}).strings();
       for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
         if (fields[i] == "last-generated-id") last = parse_stream_id(fields[i + 1]);
       }
-      ours = same.size() == 1 && last && (ledger_.wal_limit() == 0 || last->ms <= ledger_.wal_limit());
+      ours = same_entry && last && (ledger_.wal_limit() == 0 || last->ms <= ledger_.wal_limit());
     } catch (const RedisError&) {
       // Cannot tell: treat it as a foreign write (stop) rather than guess.
     }

@@ -109,6 +109,12 @@ class StreamWriter {
     Handle stream = 0;
   };
 
+  // FNV-1a of an entry's `lsn` field: what tells our own entry from a foreign one with the same ID.
+  static std::uint32_t fingerprint(std::string_view lsn) {
+    std::uint32_t h = 2166136261u;
+    for (unsigned char c : lsn) h = (h ^ c) * 16777619u;
+    return h;
+  }
   void connect();
   void handle_reply(Reply reply);
   void handle_hwm_reply(Handle h, Reply reply);

@@ -73,7 +73,11 @@ void Pipeline::add_marker() {
 
 // pg_logical_emit_message: transactional ones are entries of their transaction; the others are
 // sent by pgoutput as they are decoded, between transactions, and get an ID from their own LSN —
-// above every transaction committed before them, below every one committed after.
+// above every transaction committed before them, below every one committed after. The LSN pgoutput
+// gives a message is where its record ends, which is where the next record — maybe a commit — starts:
+// the ID's first part is that LSN - 1, never a record start (records are 8-byte aligned), so never a
+// commit LSN, and a transaction committing right after the message can neither collide with it nor
+// have its own entries taken for replays.
 void Pipeline::on(const pgoutput::Message& m) {
   if (!options_.messages) return;
   if (!options_.message_prefixes.empty() &&
@@ -100,12 +104,12 @@ void Pipeline::on(const pgoutput::Message& m) {
     // Not expected from pgoutput (a transaction is sent whole at its commit), but if it comes, it
     // rides in the open chunk without touching the transaction's accounting.
     send_if_full(writer_, wait_until_);
-    writer_.add_entry(stream, StreamId{m.lsn, 1}, fields_);
+    writer_.add_entry(stream, StreamId{m.lsn - 1, 1}, fields_);
     return;
   }
   writer_.begin_transaction();
   send_if_full(writer_, wait_until_);
-  writer_.add_entry(stream, StreamId{m.lsn, 1}, fields_);
+  writer_.add_entry(stream, StreamId{m.lsn - 1, 1}, fields_);
   writer_.mark_commit(m.lsn);
 }
 

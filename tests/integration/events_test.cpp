@@ -139,7 +139,7 @@ const std::set<std::string> kMarkerFields = {"xid", "lsn", "ts", "changes", "str
 }  // namespace
 
 // 1. A transactional message is an entry of its transaction (between its rows, published only on
-// COMMIT); a non-transactional one is published at once with <lsn>-1, also from a rolled-back
+// COMMIT); a non-transactional one is published at once with <lsn - 1>-1, also from a rolled-back
 // transaction, and sorts between the transactions around it. Without --transactions: no markers.
 TEST(Messages, TransactionalAndNonTransactional) {
   Scope s;
@@ -187,7 +187,7 @@ TEST(Messages, TransactionalAndNonTransactional) {
     EXPECT_EQ(field(m, "prefix"), "audit");
     EXPECT_EQ(field(m, "transactional"), "0") << content;
     EXPECT_EQ(parse_lsn(field(m, "lsn")), lsns.at(content)) << content << " " << field(m, "lsn");
-    EXPECT_EQ(m.id, fmt::format("{}-1", parse_lsn(field(m, "lsn")))) << content;
+    EXPECT_EQ(m.id, fmt::format("{}-1", parse_lsn(field(m, "lsn")) - 1)) << content;
     // After the transaction committed before it (and the message before it), before the one after.
     EXPECT_LT(id_of(rows[1]), id_of(m)) << content;
     EXPECT_LT(id_of(msgs[i - 1]), id_of(m)) << content;
@@ -448,14 +448,14 @@ TEST(Messages, ExactlyOnceAcrossSigkills) {
            << at_kill[2] << "\n" << logs;
   }
   // Per row i: its transactional message at <commit>-2; the non-transactional one before it, at
-  // <lsn>-1 between the previous transaction and this one.
+  // <lsn - 1>-1 between the previous transaction and this one.
   std::size_t at = 0;
   for (int i = 1; i <= kTxns; ++i) {
     const auto& row = rows[static_cast<std::size_t>(i - 1)];
     if (i % 10 == 0) {
       const auto& m = msgs[at++];
       ASSERT_EQ(field(m, "transactional"), "0") << m.id;
-      ASSERT_EQ(m.id, fmt::format("{}-1", parse_lsn(field(m, "lsn"))));
+      ASSERT_EQ(m.id, fmt::format("{}-1", parse_lsn(field(m, "lsn")) - 1));
       ASSERT_LT(id_of(rows[static_cast<std::size_t>(i - 2)]), id_of(m)) << m.id;
       ASSERT_LT(id_of(m), id_of(row)) << m.id;
     }

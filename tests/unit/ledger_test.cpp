@@ -777,8 +777,10 @@ TEST_F(TwoEntryChunk, EveryConflictingStreamIsListedAndAnyOtherRefusalIsFatal) {
   auto both = l.executed(std::nullopt, Results{kTopItem, kTopItem, std::nullopt});
   EXPECT_EQ(both.kind, Kind::Conflict);
   ASSERT_EQ(both.conflicts.size(), 2u);
-  EXPECT_EQ(both.conflicts[0], std::make_pair(a, StreamId{100, 1}));
-  EXPECT_EQ(both.conflicts[1], std::make_pair(b, StreamId{100, 2}));
+  EXPECT_EQ(both.conflicts[0].stream, a);
+  EXPECT_EQ(both.conflicts[0].id, (StreamId{100, 1}));
+  EXPECT_EQ(both.conflicts[1].stream, b);
+  EXPECT_EQ(both.conflicts[1].id, (StreamId{100, 2}));
 
   Ledger m;
   auto x = m.add_stream();
@@ -792,6 +794,22 @@ TEST_F(TwoEntryChunk, EveryConflictingStreamIsListedAndAnyOtherRefusalIsFatal) {
   EXPECT_EQ(mixed.kind, Kind::Fatal);
   EXPECT_EQ(mixed.id, (StreamId{100, 2}));
   ASSERT_EQ(mixed.conflicts.size(), 1u);  // one per stream
+}
+
+// The conflict carries the refused entry's fingerprint: the writer compares it with the entry Redis
+// holds at that ID before it calls the conflict its own late write.
+TEST(LedgerInFlight, ConflictCarriesTheEntrysFingerprint) {
+  Ledger l;
+  auto a = l.add_stream();
+  l.begin(0);
+  l.command(a, {100, 1}, 40, 0xfeedu);
+  l.commit(110);
+  send(l);
+  queue_all(l);
+  auto out = l.executed(std::nullopt, Results{kTopItem, std::nullopt});
+  ASSERT_EQ(out.kind, Kind::Conflict);
+  ASSERT_EQ(out.conflicts.size(), 1u);
+  EXPECT_EQ(out.conflicts[0].fingerprint, 0xfeedu);
 }
 
 TEST_F(TwoEntryChunk, OtherXaddErrorInExecIsFatalAtThatEntry) {
