@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # walstream end to end on this machine: installs what is missing, builds, starts PostgreSQL and
 # Redis on loopback in .local/ of the checkout, loads the shared store (sql/) with sample data,
-# starts walstream as its least-privilege role (initial snapshot, then streaming), makes a few
-# changes through SQL and shows the records arriving with `walstream tail`. Ctrl-C stops everything.
+# starts walstream as its least-privilege role with the store's outbox (initial snapshot, then
+# streaming), makes a few changes through SQL and shows the records and the order's OrderPlaced event
+# arriving with `walstream tail`. Ctrl-C stops everything.
 #   scripts/demo.sh          interactive: keeps tailing the streams until Ctrl-C
-#   scripts/demo.sh --check  makes the changes, checks the records, stops (used by CI)
+#   scripts/demo.sh --check  makes the changes, checks the records and the event, stops (used by CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -32,9 +33,10 @@ trap 'exit 130' INT TERM
 export PGDATABASE=store
 for f in sql/0[1-4]_*.sql; do psql -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null; done
 
-# walstream's part, as the least-privilege role (trust authentication on this loopback server).
+# walstream's part, as the least-privilege role (trust authentication on this loopback server); every
+# INSERT into public.outbox becomes an event on walstream:events:<aggregatetype>.
 export WALSTREAM_PG="postgresql://walstream@127.0.0.1:$PGPORT/store"
-"$WALSTREAM" run --status-interval 1 2>"$LOCAL/walstream.log" &
+"$WALSTREAM" run --outbox public.outbox --status-interval 1 2>"$LOCAL/walstream.log" &
 WS_PID=$!
 for _ in $(seq 300); do
   [ "$(psql -tAc "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'walstream'")" = 1 ] && break
@@ -44,17 +46,21 @@ done
 echo "walstream is streaming (log: $LOCAL/walstream.log)"
 echo
 
-tail_streams() { "$WALSTREAM" tail public.users public.orders public.inventory "$@"; }
+tail_streams() { "$WALSTREAM" tail public.users public.orders public.inventory --events order "$@"; }
 
 echo "== the snapshot: walstream tail public.users --from-start --count 3"
 timeout 20 "$WALSTREAM" tail public.users --from-start --count 3
 echo
 
+# The events stream's last entry before the order (the stream outlives a demo run, as .local does).
+before=$(redis-cli -p "$REDIS_PORT" --raw XREVRANGE walstream:events:order + - COUNT 1)
+before=${before%%$'\n'*}
 echo "== changes through SQL: Ada changes her name; Grace orders (sql/queries/reserve_stock.sql)"
 psql -q -v ON_ERROR_STOP=1 -c "UPDATE users SET name = 'Ada King' WHERE email = 'ada@example.com'"
 grace=$(psql -tAc "SELECT id FROM users WHERE email = 'grace@example.com'")
-psql -q -v ON_ERROR_STOP=1 -v user_id="$grace" -v items='[{"sku": "KB-01", "qty": 1}]' \
-  -f sql/queries/reserve_stock.sql >/dev/null
+order=$(psql -qtA -v ON_ERROR_STOP=1 -v user_id="$grace" -v items='[{"sku": "KB-01", "qty": 1}]' \
+  -f sql/queries/reserve_stock.sql)
+echo "order $order placed, with its OrderPlaced event in the same transaction"
 echo
 echo "== the records: walstream tail public.users public.orders public.inventory --from <snapshot end>"
 # Everything after the snapshot rows: the snapshot's IDs are <consistent point - 1>-n.
@@ -62,15 +68,24 @@ cp=$(redis-cli -p "$REDIS_PORT" HGET walstream:snapshot:walstream consistent_poi
 from=$(/usr/bin/python3 -c "import sys; hi, lo = sys.argv[1].split('/'); print(f'{(int(hi, 16) << 32 | int(lo, 16)) - 1}-999999999')" "$cp")
 out=$(timeout 20 "$WALSTREAM" tail public.users public.orders public.inventory --from "$from" --count 3)
 echo "$out"
+echo
+echo "== the event: walstream tail --events order --count 1 (the outbox itself stays empty)"
+event=$(timeout 20 "$WALSTREAM" tail --events order --from "${before:-0-0}" --count 1)
+echo "$event"
 
 if [ "$MODE" = "--check" ]; then
   grep -q '"op":"u".*Ada King' <<<"$out" || { echo "demo check failed: no update of Ada"; cat "$LOCAL/walstream.log"; exit 1; }
   grep -q '"table":"public.orders"' <<<"$out" || { echo "demo check failed: no order"; cat "$LOCAL/walstream.log"; exit 1; }
   grep -q '"table":"public.inventory"' <<<"$out" || { echo "demo check failed: no reservation"; cat "$LOCAL/walstream.log"; exit 1; }
+  grep -q "\"type\":\"OrderPlaced\",\"aggregate_id\":\"$order\",\"payload\":{.*\"order_id\":$order[,}]" <<<"$event" ||
+    { echo "demo check failed: no OrderPlaced event for order $order"; cat "$LOCAL/walstream.log"; exit 1; }
+  [ "$(psql -tAc "SELECT count(*) FROM outbox")" = 0 ] || { echo "demo check failed: the outbox is not empty"; exit 1; }
   echo "demo check passed"
   exit 0
 fi
 
 echo
-echo "Tailing new records: change rows with psql (source $LOCAL/env; PGDATABASE=store) and watch. Ctrl-C stops."
+echo "Tailing new records and order events: change rows with psql (source $LOCAL/env; PGDATABASE=store), or"
+echo "place an order: psql -v user_id=1 -v items='[{\"sku\": \"MS-02\", \"qty\": 1}]' -f sql/queries/reserve_stock.sql"
+echo "and watch. Ctrl-C stops."
 tail_streams

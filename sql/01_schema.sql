@@ -149,6 +149,27 @@ CREATE TABLE IF NOT EXISTS public.payments (
 CREATE INDEX IF NOT EXISTS payments_order_id_idx ON public.payments (order_id);
 ALTER TABLE public.payments REPLICA IDENTITY FULL;
 
+-- The transactional outbox: a service records the domain event its change means ("order 42 was
+-- placed") in the same transaction as the change, and `walstream run --outbox public.outbox` turns each
+-- INSERT into one entry on walstream:events:<aggregatetype> (docs/design.md, the event contract):
+-- published exactly when the transaction commits, never without it, never twice. The column names are
+-- Debezium's outbox names, walstream's defaults; created_at, like any further column, becomes a field of
+-- the event. Writers insert the event and delete it again in the same transaction
+-- (sql/queries/reserve_stock.sql): walstream publishes the insert and ignores the delete, so the table
+-- stays empty and needs no clean-up. The CHECK refuses what walstream would route to events:_invalid
+-- (an aggregate type that is empty or contains white space), at the writer, where it can be fixed.
+-- Replica identity DEFAULT: the primary key is all a delete needs; walstream publishes nothing for it.
+CREATE TABLE IF NOT EXISTS public.outbox (
+  id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),  -- the event's id, for consumers' dedupe
+  aggregatetype text NOT NULL,   -- the events stream walstream:events:<aggregatetype>, e.g. 'order'
+  aggregateid   text NOT NULL,   -- which aggregate, e.g. the order id
+  type          text NOT NULL,   -- the event, e.g. 'OrderPlaced'
+  payload       jsonb NOT NULL,  -- the event's data: the entry's `payload` is this JSON document
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT outbox_aggregatetype_name CHECK (aggregatetype ~ '^[^[:space:]]+$')
+);
+ALTER TABLE public.outbox REPLICA IDENTITY DEFAULT;
+
 CREATE OR REPLACE TRIGGER users_touch BEFORE UPDATE ON public.users
   FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
 CREATE OR REPLACE TRIGGER products_touch BEFORE UPDATE ON public.products

@@ -39,9 +39,19 @@ GRANT USAGE ON SCHEMA public TO walstream;
 -- SELECT on the published tables only, for the initial snapshot's COPY. On users only the published
 -- columns: the password hash stays out of walstream's reach, as it stays out of the publication.
 REVOKE ALL ON public.users, public.products, public.inventory, public.orders, public.order_items,
-  public.payments FROM walstream;
+  public.payments, public.outbox FROM walstream;
 GRANT SELECT (id, email, name, marketing_opt_in, billing_line1, billing_line2, billing_city,
               billing_postal_code, billing_region, billing_country, created_at, updated_at)
   ON public.users TO walstream;
 GRANT SELECT ON public.products, public.inventory, public.orders, public.order_items, public.payments
   TO walstream;
+-- The outbox is published like the others, so it gets the same SELECT: `walstream run --outbox
+-- public.outbox` never reads it (its events come from the WAL, and the snapshot skips it), but a
+-- walstream started without --outbox streams it as an ordinary table and its snapshot copies it.
+GRANT SELECT ON public.outbox TO walstream;
+
+-- Not walstream's part: the application roles that write events need, on the outbox, INSERT, DELETE,
+-- and SELECT on id (for INSERT … RETURNING id and DELETE … WHERE id = …, the insert-then-delete of
+-- sql/queries/reserve_stock.sql); no sequence, the id is gen_random_uuid(). For a role `orders_app`:
+--   GRANT USAGE ON SCHEMA public TO orders_app;
+--   GRANT INSERT, DELETE, SELECT (id) ON public.outbox TO orders_app;

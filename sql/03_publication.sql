@@ -9,6 +9,9 @@
 -- users is published without password_hash: the hash is for authentication's SQL lookups only and
 -- must not be copied to Redis. Its replica identity is the primary key, which the column list
 -- covers, as PostgreSQL requires of a publication that publishes UPDATE and DELETE.
+-- The outbox is published for its inserts: `walstream run --outbox public.outbox` publishes each as an
+-- event on walstream:events:<aggregatetype>, and publishes nothing for its updates, deletes and truncates,
+-- nor a row stream of its own. Without --outbox walstream would stream it as an ordinary table.
 -- Publication parameters are the defaults: insert, update, delete and truncate.
 
 DO $$
@@ -16,7 +19,7 @@ DECLARE
   tables constant text :=
     'public.users (id, email, name, marketing_opt_in, billing_line1, billing_line2, billing_city, '
     '              billing_postal_code, billing_region, billing_country, created_at, updated_at), '
-    'public.products, public.inventory, public.orders, public.order_items, public.payments';
+    'public.products, public.inventory, public.orders, public.order_items, public.payments, public.outbox';
   pub pg_publication;
 BEGIN
   SELECT * INTO pub FROM pg_publication WHERE pubname = 'walstream';

@@ -24,8 +24,8 @@ constexpr const char* kUsage =
     "walstream — PostgreSQL logical replication to Redis Streams, exactly once.\n\n"
     "Usage:\n"
     "  walstream run [options]     stream committed row changes to Redis\n"
-    "  walstream tail <schema.table>... [options]\n"
-    "                              print the tables' records as JSON lines; `walstream tail --help`\n"
+    "  walstream tail [<schema.table>...] [--events TYPE] [--messages PREFIX] [--stream KEY] [options]\n"
+    "                              print records, events and messages as JSON lines; `walstream tail --help`\n"
     "  walstream --help            this text; `walstream run --help` lists the options\n"
     "  walstream --version\n";
 
@@ -272,13 +272,26 @@ int cmd_run(int argc, char** argv) {
 
 cxxopts::Options tail_options() {
   cxxopts::Options o("walstream tail",
-                     "Print the records of walstream's streams on stdout, one JSON line per record:\n"
+                     "Print the entries of walstream's streams on stdout, one JSON line per entry. A table's records:\n"
                      "{\"stream_id\":<stream key>,\"id\":<entry ID>,\"op\":…,\"table\":…,\"key\":{…},\"after\":{…},"
                      "\"before\":{…},\"unchanged\":[…],\"ts\":…}\n"
                      "key, after, before and unchanged are embedded JSON; a field the record lacks is left out.\n"
+                     "Events, messages and other streams: {\"stream_id\":…,\"id\":…,<field>:<value>,…}, every field\n"
+                     "of the entry in its order, as a string; payload (and the row of events:_invalid, the streams of\n"
+                     "a transaction marker) embedded when it is JSON; a value that is not UTF-8 as <field>_base64.\n"
+                     "id is the entry's: an event's own id is printed as event_id (a field id or stream_id of\n"
+                     "another stream as field_id, field_stream_id).\n"
                      "A table without a schema is in public. Runs until SIGTERM/SIGINT (exit 0) or --count.\n");
-  o.positional_help("<schema.table>...");
+  o.positional_help("[<schema.table>...]");
   o.add_options()
+      ("events", "an outbox's events of this aggregate type: stream <prefix>events:<type> (repeatable or "
+                 "comma-separated; _invalid: the outbox rows that were not events)",
+       cxxopts::value<std::vector<std::string>>())
+      ("messages", "logical messages of this prefix: stream <prefix>messages:<prefix> (repeatable or "
+                   "comma-separated)", cxxopts::value<std::vector<std::string>>())
+      ("stream", "any stream by its key, e.g. walstream:transactions (repeatable; the key is taken as it is); "
+                 "one under the prefix that is not events, messages or transactions is a table's and prints "
+                 "as records", cxxopts::value<std::vector<std::string>>())
       ("group", "read through this consumer group, created when missing: first this consumer's pending entries, "
                 "then new ones; each entry is acknowledged (XACK) once printed", cxxopts::value<std::string>())
       ("consumer", "consumer name inside --group (required with it)", cxxopts::value<std::string>())
@@ -287,9 +300,9 @@ cxxopts::Options tail_options() {
        cxxopts::value<std::string>())
       ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
        cxxopts::value<std::string>())
-      ("prefix", "stream key prefix: streams are <prefix><schema>.<table> [WALSTREAM_PREFIX] (default walstream:)",
-       cxxopts::value<std::string>())
-      ("count", "exit 0 after printing N records (default: until stopped)", cxxopts::value<std::string>())
+      ("prefix", "stream key prefix: streams are <prefix><schema>.<table>, <prefix>events:<type>, "
+                 "<prefix>messages:<prefix> [WALSTREAM_PREFIX] (default walstream:)", cxxopts::value<std::string>())
+      ("count", "exit 0 after printing N entries (default: until stopped)", cxxopts::value<std::string>())
       ("block-ms", "longest wait of one blocking read, so also the longest delay before a stop signal is "
                    "honoured (default 1000)", cxxopts::value<std::string>())
       ("h,help", "show this help");
@@ -316,7 +329,30 @@ int cmd_tail(int argc, char** argv) {
           walstream::qualified_table_name(parsed->first.empty() ? "public" : parsed->first, parsed->second));
     }
   }
-  if (t.tables.empty()) throw UsageError("tail: name at least one table (schema.table)");
+  if (r.count("events")) {
+    for (const auto& type : r["events"].as<std::vector<std::string>>()) {
+      // walstream never writes such a stream: an aggregate type like that makes an invalid event.
+      if (type.empty() || type.find_first_of(" \t\r\n") != std::string::npos) {
+        throw UsageError(fmt::format("--events: '{}' is no aggregate type (empty or with white space)", type));
+      }
+      t.events.push_back(type);
+    }
+  }
+  if (r.count("messages")) {
+    for (const auto& prefix : r["messages"].as<std::vector<std::string>>()) {
+      if (prefix.empty()) throw UsageError("--messages: a message prefix must not be empty");
+      t.messages.push_back(prefix);
+    }
+  }
+  // A stream key may hold a comma: each --stream as given, not split like the lists above.
+  for (const auto& a : r.arguments()) {
+    if (a.key() != "stream") continue;
+    if (a.value().empty()) throw UsageError("--stream: a stream key must not be empty");
+    t.streams.push_back(a.value());
+  }
+  if (t.tables.empty() && t.events.empty() && t.messages.empty() && t.streams.empty()) {
+    throw UsageError("tail: name at least one table (schema.table), --events, --messages or --stream");
+  }
   try {
     t.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
   } catch (const std::invalid_argument& e) {

@@ -11,12 +11,14 @@
 
 #include <fmt/format.h>
 
+#include "json.h"
 #include "keys.h"
 #include "log.h"
 #include "record_json.h"
 #include "redis_client.h"
 #include "stop_signal.h"
 #include "stream_id.h"
+#include "type_codec.h"
 
 namespace walstream {
 namespace {
@@ -30,6 +32,72 @@ struct OutputFailed {
   std::string what;
 };
 
+// How a stream's entries are printed: as records (record_json_line), or every field as it is.
+enum class Format { Record, Events, Fields };
+
+// RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    // The number of continuation bytes, and the lead byte's bits of the code point.
+    std::size_t n = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 0;
+    if (n == 0) return false;
+    std::uint32_t cp = c & (0x7Fu >> (n + 1));
+    if (s.size() - i <= n) return false;
+    for (std::size_t k = 1; k <= n; ++k) {
+      auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0u) != 0x80u) return false;
+      cp = cp << 6 | (b & 0x3Fu);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+// {"stream_id":…,"id":…,<field>:<value>,…}: every field of the entry in its order, as a string, except
+// `payload` (an event's), `row` (the outbox row of events:_invalid) and `streams` (a transaction
+// marker's), embedded when they are JSON. `id` is the entry's: an event's own id field is printed as
+// `event_id`, and a field of another stream named `id` or `stream_id` as `field_id`, `field_stream_id`.
+// A value that is not UTF-8 (a message's content may be any bytes) cannot be a JSON string: it is
+// printed base64-encoded as <field>_base64.
+std::string fields_json_line(std::string_view stream, std::string_view id,
+                             const std::vector<std::pair<std::string, std::string>>& fields, bool events) {
+  JsonWriter w;
+  std::string compact;
+  w.start_object();
+  w.key("stream_id");
+  w.string(stream);
+  w.key("id");
+  w.string(id);
+  for (const auto& [field, value] : fields) {
+    const std::string name = field != "id" && field != "stream_id" ? field
+                             : events && field == "id"             ? "event_id"
+                                                                   : "field_" + field;
+    if (!valid_utf8(value)) {
+      w.key(name + "_base64");
+      w.string(base64_encode(value));
+      continue;
+    }
+    w.key(name);
+    compact.clear();
+    if ((name == "payload" || name == "row" || name == "streams") && compact_json(value, compact)) {
+      w.raw(compact);
+    } else {
+      w.string(value);
+    }
+  }
+  w.end_object();
+  return std::string(w.view());
+}
+
 struct Delivered {
   std::size_t stream;  // index into the stream keys
   StreamEntry entry;
@@ -40,10 +108,15 @@ class Tailer {
  public:
   explicit Tailer(const TailOptions& o) : o_(o) {
     Keys keys{o.prefix, {}};
-    for (const auto& t : o.tables) {
-      // A stream named twice would be read twice, and each entry printed twice.
-      auto key = keys.stream(t);
-      if (std::find(keys_.begin(), keys_.end(), key) == keys_.end()) keys_.push_back(key);
+    for (const auto& t : o.tables) add(keys.stream(t), Format::Record);
+    for (const auto& type : o.events) add(keys.events(type), Format::Events);
+    for (const auto& prefix : o.messages) add(keys.messages(prefix), Format::Fields);
+    for (const auto& key : o.streams) {
+      // Under the prefix, what is neither events, messages nor transactions is a table's stream.
+      bool under = key.starts_with(o.prefix);
+      add(key, under && key.starts_with(keys.events(""))                                    ? Format::Events
+               : !under || key.starts_with(keys.messages("")) || key == keys.transactions() ? Format::Fields
+                                                                                            : Format::Record);
     }
   }
 
@@ -69,6 +142,13 @@ class Tailer {
   }
 
  private:
+  // A stream named twice would be read twice, and each entry printed twice.
+  void add(const std::string& key, Format format) {
+    if (std::find(keys_.begin(), keys_.end(), key) != keys_.end()) return;
+    keys_.push_back(key);
+    formats_.push_back(format);
+  }
+
   bool grouped() const { return !o_.group.empty(); }
   bool finished() const { return stop_requested() || (o_.count && printed_ >= o_.count); }
   std::string batch_size() const {
@@ -140,7 +220,10 @@ class Tailer {
   }
 
   void print(const Delivered& d) {
-    auto line = record_json_line(keys_[d.stream], d.entry.id, d.entry.fields);
+    auto format = formats_[d.stream];
+    auto line = format == Format::Record
+                    ? record_json_line(keys_[d.stream], d.entry.id, d.entry.fields)
+                    : fields_json_line(keys_[d.stream], d.entry.id, d.entry.fields, format == Format::Events);
     line.push_back('\n');
     errno = 0;
     if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() || std::fflush(stdout) != 0) {
@@ -232,6 +315,7 @@ class Tailer {
 
   const TailOptions& o_;
   std::vector<std::string> keys_;
+  std::vector<Format> formats_;  // per key
   std::vector<std::string> ids_;  // without a group: the last ID read per stream
   std::unique_ptr<RedisClient> client_;
   std::uint64_t printed_ = 0;

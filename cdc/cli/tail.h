@@ -1,5 +1,6 @@
-// `walstream tail`: follow walstream's streams (XREAD, or XREADGROUP with XACK) and print each record
-// as one JSON line on stdout. Reads Redis only; its writes are a consumer group's bookkeeping.
+// `walstream tail`: follow walstream's streams (XREAD, or XREADGROUP with XACK) and print each entry
+// as one JSON line on stdout: a table's records in the record contract's form, events, messages and any
+// other stream with all their fields. Reads Redis only; its writes are a consumer group's bookkeeping.
 #pragma once
 
 #include <chrono>
@@ -17,7 +18,13 @@ struct TailOptions {
 
   RedisUrl redis;
   std::string prefix = "walstream:";
-  std::vector<std::string> tables;  // schema.table, one stream each
+  // The streams, all read together: at least one in all.
+  std::vector<std::string> tables;    // schema.table: the records of <prefix><schema>.<table>
+  std::vector<std::string> events;    // aggregate types: the events of <prefix>events:<aggregate type>
+  std::vector<std::string> messages;  // message prefixes: the logical messages of <prefix>messages:<prefix>
+  // Stream keys as they are. One under the prefix that names no events, messages or transactions
+  // stream holds records (a table's stream) and prints like `tables`; any other prints its fields.
+  std::vector<std::string> streams;
   std::string group;                // empty: plain XREAD, no group
   std::string consumer;             // required with a group
   // Where reading starts: without a group, for this run; with one, only when the group is created.

@@ -1,9 +1,10 @@
 -- Inventory reserves stock for a new order: all lines or none, in one transaction.
 --   psql -v user_id=1 -v items='[{"sku": "KB-01", "qty": 1}, {"sku": "MS-02", "qty": 2}]' \
 --        -f sql/queries/reserve_stock.sql
--- Prints the new order's id. When the user or a SKU is unknown, or a product is no longer sold or
--- short of stock, it says which on stderr, reserves nothing and exits 3. psql's \if plays the
--- application's part here; the SQL is what the application sends.
+-- Prints the new order's id. The reservation, the order, its lines and its OrderPlaced event (the
+-- outbox of sql/01_schema.sql) commit together. When the user or a SKU is unknown, or a product is no
+-- longer sold or short of stock, it says which on stderr, reserves nothing and exits 3. psql's \if
+-- plays the application's part here; the SQL is what the application sends.
 
 \set ON_ERROR_STOP on
 -- The request, one row per SKU (the same SKU twice is one line with the quantities added up).
@@ -54,6 +55,25 @@ FROM locked \gset
   INSERT INTO public.order_items (order_id, line_no, product_id, quantity, unit_price)
   SELECT :'order_id', row_number() OVER (ORDER BY p.id), p.id, r.qty, p.price
   FROM :request AS r JOIN public.products p ON p.sku = r.sku;
+
+  -- 4. The domain event, in the same transaction: `walstream run --outbox public.outbox` publishes it
+  --    on walstream:events:order when, and only when, this commits. Its payload is what a stock,
+  --    billing or e-mail service needs without knowing the tables (amounts as exact decimal strings,
+  --    as in the row records). Deleted again at once: walstream publishes the insert and nothing for
+  --    the delete, so the outbox stays empty.
+  INSERT INTO public.outbox (aggregatetype, aggregateid, type, payload)
+  SELECT 'order', o.id::text, 'OrderPlaced',
+         jsonb_build_object(
+           'order_id', o.id, 'user_id', o.user_id, 'currency', o.currency, 'total', o.total::text,
+           'items', (SELECT jsonb_agg(jsonb_build_object('line_no', i.line_no, 'product_id', i.product_id,
+                                                         'sku', p.sku, 'quantity', i.quantity,
+                                                         'unit_price', i.unit_price::text) ORDER BY i.line_no)
+                     FROM public.order_items i JOIN public.products p ON p.id = i.product_id
+                     WHERE i.order_id = o.id))
+  FROM public.orders o
+  WHERE o.id = :'order_id'
+  RETURNING id AS event_id \gset
+  DELETE FROM public.outbox WHERE id = :'event_id';
 
   COMMIT;
   SELECT :'order_id' AS order_id;

@@ -1,5 +1,6 @@
-// The examples in examples/ consume the record contract with a plain Redis client and no walstream
-// code: a C++ cache of `users` (hiredis + rapidjson) and a Python consumer group on `orders` (redis-py).
+// The examples in examples/ consume the record and event contracts with a plain Redis client and no
+// walstream code: a C++ cache of `users` (hiredis + rapidjson), a Python consumer group on `orders`, and
+// a Python stock service reacting to the store's OrderPlaced events (redis-py).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -55,6 +56,23 @@ std::string read_file(const std::string& path) {
 #endif
 
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// psql as postgres on the scope's database, one of the store's files of sql/, quiet and unaligned.
+std::string psql_file(const Scope& s, const std::string& file, const std::vector<std::string>& vars = {}) {
+  std::string args;
+  for (const auto& v : vars) args += "-v " + shell_quote(v) + " ";
+  auto out = shell("psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p " + std::to_string(pg().port()) +
+                   " -U postgres -d " + s.db + " " + args + "-f " +
+                   shell_quote(std::string(EXAMPLES_DIR) + "/../sql/" + file));
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
 
 // One store with walstream streaming it, shared by the tests below (in order).
 struct Store {
@@ -174,4 +192,85 @@ TEST(Examples, PythonConsumerGroupPrintsEachNewOrderOnce) {
   out = shell(consumer + " --max 1");
   EXPECT_EQ(lines_of(out), std::vector<std::string>{"new order " + third + " for user " + fay + " total 3.10"}) << out;
   EXPECT_EQ(redis_command({"XPENDING", orders, "order-notifier"}).at(0), "0");
+}
+
+// The whole store of sql/, its outbox published by `walstream run --outbox public.outbox`, orders placed
+// by sql/queries/reserve_stock.sql: the stock service handles each OrderPlaced once, across restarts, a
+// crash before it acknowledged, and a replay of the whole stream.
+TEST(Examples, PythonStockServiceHandlesEachOrderPlacedOnce) {
+  Scope s;
+  for (const char* f : {"01_schema.sql", "02_roles.sql", "03_publication.sql", "04_sample_data.sql"}) psql_file(s, f);
+  auto args = s.args();
+  args.push_back("--outbox");
+  args.push_back("public.outbox");
+  Walstream w(args);
+  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
+  const auto events = s.stream("events:order");
+  const auto picks = "example-picks:" + s.db;
+  auto user = [&](const std::string& email) {
+    return s.query_one("SELECT id FROM users WHERE email = '" + email + "'");
+  };
+  auto place = [&](const std::string& user_id, const std::string& items) {
+    auto id = psql_file(s, "queries/reserve_stock.sql", {"user_id=" + user_id, "items=" + items});
+    if (id.empty()) throw std::runtime_error("reserve_stock.sql printed no order id");
+    return id;
+  };
+  const std::string service = "timeout 30 /usr/bin/python3 " + std::string(EXAMPLES_DIR) +
+                              "/python_stock/stock_service.py --redis " + redis().url() + " --stream " +
+                              quoted(events) + " --picks " + quoted(picks) + " --consumer s1 --block-ms 200";
+  auto pending = [&] { return redis_command({"XPENDING", events, "stock-service"}).at(0); };
+
+  const auto grace = user("grace@example.com"), linus = user("linus@example.com"), ada = user("ada@example.com");
+  auto first = place(grace, R"([{"sku": "MN-27", "qty": 1}, {"sku": "KB-01", "qty": 2}])");
+  ASSERT_TRUE(wait_until([&] { return xlen(events) == 1; })) << w.log();
+  auto out = shell(service + " --max 1");
+  EXPECT_EQ(lines_of(out), std::vector<std::string>{"pick order " + first + " for user " + grace +
+                                                    ": 2 x KB-01, 1 x MN-27"})
+      << out;
+  EXPECT_EQ(pending(), "0");
+
+  // A restart: only what came after.
+  auto second = place(linus, R"([{"sku": "MS-02", "qty": 1}])");
+  ASSERT_TRUE(wait_until([&] { return xlen(events) == 2; })) << w.log();
+  out = shell(service + " --exit-when-idle");
+  EXPECT_EQ(lines_of(out), std::vector<std::string>{"pick order " + second + " for user " + linus + ": 1 x MS-02"})
+      << out;
+  EXPECT_EQ(pending(), "0");
+
+  // A crash after the read, before the acknowledgement: the entry is this consumer's, pending; the
+  // next start handles it first, and once.
+  auto third = place(ada, R"([{"sku": "CB-USB", "qty": 3}])");
+  ASSERT_TRUE(wait_until([&] { return xlen(events) == 3; })) << w.log();
+  redis_command({"XREADGROUP", "GROUP", "stock-service", "s1", "COUNT", "1", "STREAMS", events, ">"});
+  EXPECT_EQ(pending(), "1");
+  out = shell(service + " --exit-when-idle");
+  EXPECT_EQ(lines_of(out), std::vector<std::string>{"pick order " + third + " for user " + ada + ": 3 x CB-USB"})
+      << out;
+  EXPECT_EQ(pending(), "0");
+
+  // Each event once on the pick list, keyed by its event id (the outbox row's uuid).
+  auto entries = xrange(events);
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_EQ(redis_command({"HLEN", picks}).at(0), "3");
+  for (const auto& e : entries) {
+    EXPECT_EQ(e.fields.at("type"), "OrderPlaced");
+    EXPECT_EQ(redis_command({"HEXISTS", picks, e.fields.at("id")}).at(0), "1") << e.fields.at("id");
+  }
+
+  // A replay of the whole stream re-handles nothing: every event is acknowledged as handled already.
+  redis_command({"XGROUP", "SETID", events, "stock-service", "0"});
+  out = shell(service + " --exit-when-idle");
+  std::vector<std::string> again;
+  for (const auto& e : entries) {
+    auto order = e.fields.at("aggregate_id");
+    again.push_back("stock_service: event " + e.fields.at("id") + " (order " + order +
+                    ") is on the pick list already: acknowledged");
+  }
+  EXPECT_EQ(lines_of(out), again) << out;
+  EXPECT_EQ(pending(), "0");
+  EXPECT_EQ(redis_command({"HLEN", picks}).at(0), "3");
+  redis_command({"DEL", picks});
+
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
 }

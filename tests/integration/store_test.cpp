@@ -1,8 +1,9 @@
 // The shared store of sql/ end to end: an administrator loads the schema, the walstream role, the
-// publication and the sample rows with psql; walstream runs as that least-privilege role, snapshots
-// the tables and streams the changes the store's own queries (sql/queries/) make; and the role can
-// do nothing else. Roles are cluster-wide and this binary's PostgreSQL is shared by its tests, which
-// is why sql/02_roles.sql must be (and here is) safe to run once per test database.
+// publication and the sample rows with psql; walstream runs as that least-privilege role with the
+// store's outbox, snapshots the tables and streams the changes and the OrderPlaced event the store's
+// own queries (sql/queries/) make; and the role has exactly the privileges docs/privileges.md lists.
+// Roles are cluster-wide and this binary's PostgreSQL is shared by its tests, which is why
+// sql/02_roles.sql must be (and here is) safe to run once per test database.
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 #include <signal.h>
@@ -58,12 +59,14 @@ void load_store(const Scope& s) {
 
 std::string walstream_conninfo(const Scope& s) { return pg().conninfo(s.db, "walstream"); }
 
-// The scope's usual arguments, connecting as the walstream role instead of postgres.
+// The scope's usual arguments, connecting as the walstream role instead of postgres, with the store's outbox.
 std::vector<std::string> walstream_args(const Scope& s) {
   auto args = s.args();
   for (std::size_t i = 0; i + 1 < args.size(); ++i) {
     if (args[i] == "--pg") args[i + 1] = walstream_conninfo(s);
   }
+  args.push_back("--outbox");
+  args.push_back("public.outbox");
   return args;
 }
 
@@ -81,14 +84,18 @@ std::string field(const Entry& e, const std::string& name) {
 
 std::string commit_of(const Entry& e) { return e.id.substr(0, e.id.find('-')); }
 
-// The error PostgreSQL gives `walstream` for a statement, or "" when it succeeds.
-std::string refusal(const Scope& s, const std::string& statement) {
+// The error PostgreSQL gives `user` (default walstream) for a statement, or "" when it succeeds.
+std::string refusal(const Scope& s, const std::string& statement, const std::string& user = "walstream") {
   try {
-    harness::sql(walstream_conninfo(s), statement);
+    harness::sql(pg().conninfo(s.db, user), statement);
     return "";
   } catch (const std::exception& e) {
     return e.what();
   }
+}
+
+bool refused(const std::string& why) {
+  return why.find("permission denied") != std::string::npos || why.find("must be owner") != std::string::npos;
 }
 
 }  // namespace
@@ -171,11 +178,44 @@ TEST(Store, LeastPrivilegeRoleSnapshotsAndStreamsTheStoresQueries) {
     EXPECT_EQ(field(items[i], "op"), "c");
     EXPECT_EQ(std::to_string(json(field(items[i], "after"))["order_id"].GetInt64()), order_id);
   }
-  // All of it is one transaction: one commit LSN across the three streams.
+  // The order's OrderPlaced event, inserted into the outbox and deleted again by the same transaction:
+  // published once on events:order, the outbox left empty, and no row stream of the outbox.
+  const auto events = s.stream("events:order");
+  ASSERT_TRUE(wait_until([&] { return xlen(events) == 1; })) << w.log();
+  EXPECT_EQ(s.query_one("SELECT count(*) FROM outbox"), "0");
+  EXPECT_EQ(xlen(s.stream("public.outbox")), 0);
+  const Entry event = xrange(events).at(0);
+  EXPECT_EQ(field(event, "type"), "OrderPlaced");
+  EXPECT_EQ(field(event, "aggregate_id"), order_id);
+  EXPECT_EQ(field(event, "id").size(), 36u) << field(event, "id");  // the outbox row's uuid
+  EXPECT_NE(field(event, "created_at"), "<absent>");  // a header column
+  EXPECT_EQ(field(event, "xid"), field(order, "xid"));
+  auto payload = json(field(event, "payload"));
+  EXPECT_EQ(payload.MemberCount(), 5u) << field(event, "payload");
+  EXPECT_EQ(std::to_string(payload["order_id"].GetInt64()), order_id);
+  EXPECT_EQ(std::to_string(payload["user_id"].GetInt64()), grace);
+  EXPECT_STREQ(payload["currency"].GetString(), "EUR");
+  EXPECT_STREQ(payload["total"].GetString(), "926.80");
+  ASSERT_TRUE(payload["items"].IsArray() && payload["items"].Size() == 2) << field(event, "payload");
+  for (const auto& [i, sku, product, quantity, price] :
+       std::vector<std::tuple<unsigned, std::string, std::string, int, std::string>>{
+           {0, "KB-01", keyboard, 2, "89.90"}, {1, "MN-27", monitor, 3, "249.00"}}) {
+    const auto& item = payload["items"][i];
+    EXPECT_EQ(item["line_no"].GetInt(), static_cast<int>(i) + 1);
+    EXPECT_EQ(item["sku"].GetString(), sku);
+    EXPECT_EQ(std::to_string(item["product_id"].GetInt64()), product);
+    EXPECT_EQ(item["quantity"].GetInt(), quantity);
+    EXPECT_EQ(item["unit_price"].GetString(), price);
+  }
+
+  // All of it is one transaction: one commit LSN across the three streams and the event, which comes
+  // after the transaction's rows.
   EXPECT_EQ(commit_of(inventory[4]), commit_of(order));
   EXPECT_EQ(commit_of(inventory[5]), commit_of(order));
   EXPECT_EQ(commit_of(items[2]), commit_of(order));
   EXPECT_EQ(commit_of(items[3]), commit_of(order));
+  EXPECT_EQ(commit_of(event), commit_of(order));
+  EXPECT_EQ(event.id, commit_of(order) + "-6");  // 2 reservations, the order, 2 lines, then the event
 
   // A reservation that cannot be met fails as a whole: nothing reserved, nothing streamed.
   EXPECT_THROW(psql_file(s, "queries/reserve_stock.sql",
@@ -195,6 +235,7 @@ TEST(Store, LeastPrivilegeRoleSnapshotsAndStreamsTheStoresQueries) {
   EXPECT_EQ(xlen(s.stream("public.inventory")), 6);
   EXPECT_EQ(xlen(s.stream("public.orders")), 2);
   EXPECT_EQ(xlen(s.stream("public.order_items")), 4);
+  EXPECT_EQ(xlen(events), 1);
 
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
@@ -207,15 +248,40 @@ TEST(Store, ScriptsRunAgainAndTheRoleMayDoNothingElse) {
   load_store(s);  // idempotent: nothing duplicated, nothing fails
   EXPECT_EQ(s.query_one("SELECT count(*) FROM users"), "3");
   EXPECT_EQ(s.query_one("SELECT count(*) FROM orders"), "1");
-  EXPECT_EQ(s.query_one("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'walstream'"), "6");
+  EXPECT_EQ(s.query_one("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables "
+                        "WHERE pubname = 'walstream'"),
+            "inventory,order_items,orders,outbox,payments,products,users");
 
   EXPECT_EQ(s.query_one("SELECT concat_ws(',', rolcanlogin, rolreplication, rolsuper, rolcreatedb, rolcreaterole, "
                         "rolbypassrls) FROM pg_roles WHERE rolname = 'walstream'"),
             "t,t,f,f,f,f");
 
+  // Exactly the privileges of docs/privileges.md: SELECT on the published tables, outbox included;
+  // on users only column-level SELECT on the published columns; nothing on any sequence.
+  const std::string kTablePrivileges = "ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', "
+                                       "'TRIGGER']";
+  EXPECT_EQ(s.query_one("SELECT string_agg(c.relname || ':' || p, ',' ORDER BY c.relname, p) FROM pg_class c, "
+                        "unnest(" + kTablePrivileges + ") p WHERE c.relnamespace = 'public'::regnamespace AND "
+                        "c.relkind = 'r' AND has_table_privilege('walstream', c.oid, p)"),
+            "inventory:SELECT,order_items:SELECT,orders:SELECT,outbox:SELECT,payments:SELECT,products:SELECT");
+  EXPECT_EQ(s.query_one("SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_attribute a "
+                        "WHERE a.attrelid = 'public.users'::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                        "AND has_column_privilege('walstream', a.attrelid, a.attnum, 'SELECT')"),
+            "id,email,name,marketing_opt_in,billing_line1,billing_line2,billing_city,billing_postal_code,"
+            "billing_region,billing_country,created_at,updated_at");
+  EXPECT_EQ(s.query_one("SELECT count(*) FROM pg_class c, unnest(ARRAY['INSERT', 'UPDATE', 'REFERENCES']) p "
+                        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+                        "AND has_any_column_privilege('walstream', c.oid, p)"),
+            "0");
+  EXPECT_EQ(s.query_one("SELECT count(*) FROM pg_class c, unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p "
+                        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' "
+                        "AND has_sequence_privilege('walstream', c.oid, p)"),
+            "0");
+
   // What the snapshot needs works: the published tables, and the published columns of users.
   EXPECT_EQ(refusal(s, "SELECT count(*) FROM orders"), "");
   EXPECT_EQ(refusal(s, "SELECT id, email, name, billing_country FROM users"), "");
+  EXPECT_EQ(refusal(s, "SELECT count(*) FROM outbox"), "");
 
   // Everything else is refused.
   for (const auto& statement : std::vector<std::string>{
@@ -224,6 +290,10 @@ TEST(Store, ScriptsRunAgainAndTheRoleMayDoNothingElse) {
            "UPDATE inventory SET reserved = 0",
            "DELETE FROM order_items",
            "TRUNCATE payments",
+           "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES ('order', '1', 'Forged', '{}')",
+           "UPDATE outbox SET type = 'Forged'",
+           "DELETE FROM outbox",
+           "TRUNCATE outbox",
            "SELECT nextval('orders_id_seq')",
            "CREATE TABLE public.stash (id int)",
            "ALTER TABLE users REPLICA IDENTITY FULL",
@@ -233,9 +303,26 @@ TEST(Store, ScriptsRunAgainAndTheRoleMayDoNothingElse) {
            "DROP PUBLICATION walstream",
        }) {
     auto why = refusal(s, statement);
-    EXPECT_TRUE(why.find("permission denied") != std::string::npos || why.find("must be owner") != std::string::npos)
-        << statement << " -> " << (why.empty() ? "succeeded" : why);
+    EXPECT_TRUE(refused(why)) << statement << " -> " << (why.empty() ? "succeeded" : why);
   }
+
+  // An application role with the outbox grants of sql/02_roles.sql (and docs/privileges.md) can write
+  // an event the way reserve_stock.sql does, insert then delete, and cannot read the events' contents.
+  // Without SELECT on id neither the RETURNING nor the DELETE's WHERE is allowed.
+  const std::string app = "outbox_app_" + s.db;
+  s.sql("CREATE ROLE " + app + " LOGIN; GRANT USAGE ON SCHEMA public TO " + app + ";"
+        "GRANT INSERT, DELETE ON public.outbox TO " + app);
+  const std::string insert = "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) "
+                             "VALUES ('order', '1', 'OrderPlaced', '{}')";
+  EXPECT_TRUE(refused(refusal(s, insert + " RETURNING id", app)));
+  EXPECT_TRUE(refused(refusal(s, "DELETE FROM outbox WHERE id = gen_random_uuid()", app)));
+  s.sql("GRANT SELECT (id) ON public.outbox TO " + app);
+  EXPECT_EQ(refusal(s, "DO $$ DECLARE e uuid; BEGIN " + insert + " RETURNING id INTO e; "
+                       "DELETE FROM outbox WHERE id = e; END $$", app), "");
+  EXPECT_TRUE(refused(refusal(s, "SELECT payload FROM outbox", app)));
+  EXPECT_TRUE(refused(refusal(s, "UPDATE outbox SET type = 'Forged'", app)));
+  EXPECT_EQ(s.query_one("SELECT count(*) FROM outbox"), "0");
+  s.sql("DROP OWNED BY " + app + "; DROP ROLE " + app);
 
   // So walstream cannot create a publication of its own: one clear line, exit 1.
   auto args = walstream_args(s);

@@ -1,6 +1,6 @@
 // `walstream tail`: the exact JSON lines it prints, a consumer group that prints every entry exactly
 // once across a clean stop and restart (pending entries first), plain XREAD from the start or from
-// now, and bad input.
+// now, events, messages, transaction markers and any stream key beside tables, and bad input.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -175,6 +175,120 @@ TEST(Tail, PlainReadFromStartWithCountAndFromNow) {
                                     R"("op":"c","table":"public.t","key":{"id":4},"after":{"id":4,"doc":{}})"));
 }
 
+// Events (--events), messages (--messages) and any stream by its key (--stream) print every field of
+// their entries; payload, an invalid event's row and a marker's streams embedded as JSON; tables too.
+TEST(Tail, EventsMessagesAndStreamKeysPrintTheirFields) {
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY, name text);"
+        "CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), aggregatetype text, aggregateid text, "
+        "  type text, payload jsonb, source text);"
+        // No id columns, and a text payload: printed as a string when it is not JSON.
+        "CREATE TABLE notes (aggregatetype text, type text, payload text)");
+  auto args = s.args();
+  for (const char* a : {"--outbox", "public.outbox,public.notes", "--transactions"}) args.push_back(a);
+  Walstream w(args);
+  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
+
+  // One transaction: a row, two events of aggregate type `order`, a transactional message.
+  s.sql("BEGIN; INSERT INTO t VALUES (1, 'a');"
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, source) VALUES "
+        "  ('00000000-0000-0000-0000-000000000007', 'order', '7', 'OrderPlaced', "
+        "   '{\"order_id\": 7,\n \"items\": [1, 2]}', 'shop');"
+        "INSERT INTO notes VALUES ('order', 'Noted', 'plain words');"
+        "SELECT pg_logical_emit_message(true, 'audit', 'order 7 placed'); COMMIT");
+  const auto table = s.stream("public.t"), events = s.stream("events:order"), audit = s.stream("messages:audit"),
+             markers = s.stream("transactions");
+  ASSERT_TRUE(wait_until([&] { return xlen(markers) == 1; })) << w.log();
+  const auto row = xrange(table).at(0), marker = xrange(markers).at(0), message = xrange(audit).at(0);
+  const auto event = xrange(events).at(0), note = xrange(events).at(1);
+  auto tail_of = [&](const Entry& e) {
+    return R"("lsn":")" + e.fields.at("lsn") + R"(","xid":")" + e.fields.at("xid") + R"(","ts":")" + e.fields.at("ts") +
+           R"("})";
+  };
+  const std::vector<std::string> expected{
+      R"({"stream_id":")" + markers + R"(","id":")" + marker.id + R"(","xid":")" + marker.fields.at("xid") +
+          R"(","lsn":")" + marker.fields.at("lsn") + R"(","ts":")" + marker.fields.at("ts") +
+          R"(","changes":"4","streams":)" + marker.fields.at("streams") + "}",
+      expected_line(table, row, R"("op":"c","table":"public.t","key":{"id":1},"after":{"id":1,"name":"a"})"),
+      R"({"stream_id":")" + events + R"(","id":")" + event.id +
+          R"(","event_id":"00000000-0000-0000-0000-000000000007","type":"OrderPlaced","aggregate_id":"7",)"
+          R"("payload":{"items":[1,2],"order_id":7},"source":"shop",)" + tail_of(event),
+      R"({"stream_id":")" + events + R"(","id":")" + note.id + R"(","type":"Noted","payload":"plain words",)" +
+          tail_of(note),
+      R"({"stream_id":")" + audit + R"(","id":")" + message.id +
+          R"(","prefix":"audit","content":"order 7 placed","transactional":"1",)" + tail_of(message),
+  };
+  // All kinds together, in ID order: the marker is <commit>-0, then the transaction's entries.
+  auto out = run_walstream(tail_args(s, {"--events", "order", "--messages", "audit", "--stream", markers,
+                                         "--from-start", "--count", "5"}));
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_EQ(json_lines(out.output), expected) << out.output;
+  // The marker's streams: each stream of the transaction with its number of entries.
+  rapidjson::Document d;
+  d.Parse(json_lines(out.output).at(0).c_str());
+  ASSERT_TRUE(d.IsObject() && d["streams"].IsObject()) << out.output;
+  EXPECT_EQ(d["streams"][table.c_str()].GetInt(), 1);
+  EXPECT_EQ(d["streams"][events.c_str()].GetInt(), 2);
+  EXPECT_EQ(d["streams"][audit.c_str()].GetInt(), 1);
+
+  // A table's stream by its key prints as records, like the table's name.
+  out = run_walstream({"tail", "--stream", table, "--redis", redis().url(), "--prefix", s.prefix, "--from-start",
+                       "--count", "1"});
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_EQ(json_lines(out.output), std::vector<std::string>{expected[1]}) << out.output;
+
+  // An outbox row that is not an event, and a non-transactional message whose content is not UTF-8.
+  s.sql("INSERT INTO outbox (aggregatetype, type, payload) VALUES (NULL, 'Lost', '{}');"
+        "SELECT pg_logical_emit_message(false, 'audit', '\\xff00'::bytea)");
+  const auto invalid = s.stream("events:_invalid");
+  ASSERT_TRUE(wait_until([&] { return xlen(invalid) == 1 && xlen(audit) == 2; })) << w.log();
+  const auto bad = xrange(invalid).at(0), binary = xrange(audit).at(1);
+  out = run_walstream({"tail", "--events", "_invalid", "--messages", "audit", "--redis", redis().url(), "--prefix",
+                       s.prefix, "--from", message.id, "--count", "2"});
+  ASSERT_EQ(out.code, 0) << out.output;
+  std::vector<std::string> got = json_lines(out.output);
+  ASSERT_EQ(got.size(), 2u) << out.output;
+  std::sort(got.begin(), got.end(), [](const std::string& a, const std::string& b) {
+    return parse_entry_id(id_of(a)) < parse_entry_id(id_of(b));
+  });
+  EXPECT_EQ(got[0], R"({"stream_id":")" + invalid + R"(","id":")" + bad.id + R"(","row":)" + bad.fields.at("row") +
+                        R"(,"table":"public.outbox","reason":")" + bad.fields.at("reason") + R"(",)" + tail_of(bad))
+      << out.output;
+  d.Parse(got[0].c_str());
+  ASSERT_TRUE(d.IsObject() && d["row"].IsObject()) << got[0];
+  EXPECT_STREQ(d["row"]["type"].GetString(), "Lost");
+  EXPECT_TRUE(d["row"]["aggregatetype"].IsNull());
+  // 0xff 0x00 is no UTF-8: base64, under content_base64. Not transactional: no xid, no ts.
+  EXPECT_EQ(got[1], R"({"stream_id":")" + audit + R"(","id":")" + binary.id +
+                        R"(","prefix":"audit","content_base64":"/wA=","transactional":"0","lsn":")" +
+                        binary.fields.at("lsn") + R"("})")
+      << out.output;
+
+  // Any stream: the key as given (a comma is no list separator); fields named like the line's own
+  // members are renamed; a payload that is JSON is embedded there too.
+  const std::string foreign = "tail-test," + s.prefix;
+  auto foreign_id = redis_command({"XADD", foreign, "*", "id", "7", "stream_id", "x", "payload", "[1, 2]", "note",
+                                   "{}"}).at(0);
+  out = run_walstream({"tail", "--stream", foreign, "--redis", redis().url(), "--from-start", "--count", "1"});
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_EQ(json_lines(out.output),
+            std::vector<std::string>{R"({"stream_id":")" + foreign + R"(","id":")" + foreign_id +
+                                     R"(","field_id":"7","field_stream_id":"x","payload":[1,2],"note":"{}"})"})
+      << out.output;
+  redis_command({"DEL", foreign});
+
+  // Through a consumer group, with the table: the row and both events once, then nothing pending.
+  out = run_walstream(tail_args(s, {"--events", "order", "--group", "g", "--consumer", "c", "--from-start",
+                                    "--count", "3"}));
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_EQ(json_lines(out.output), (std::vector<std::string>{expected[1], expected[2], expected[3]})) << out.output;
+  EXPECT_EQ(redis_command({"XPENDING", events, "g"}).at(0), "0");
+  EXPECT_EQ(redis_command({"XPENDING", table, "g"}).at(0), "0");
+
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
+}
+
 TEST(Tail, BadInputIsOneLineAndNonZero) {
   struct Case {
     std::vector<std::string> args;
@@ -182,7 +296,10 @@ TEST(Tail, BadInputIsOneLineAndNonZero) {
     std::string says;
   };
   std::vector<Case> cases{
-      {{"tail"}, 2, "name at least one table"},
+      {{"tail"}, 2, "name at least one table (schema.table), --events, --messages or --stream"},
+      {{"tail", "--events", "order,with space"}, 2, "--events: 'with space' is no aggregate type"},
+      {{"tail", "--messages=,"}, 2, "--messages: a message prefix must not be empty"},
+      {{"tail", "--stream="}, 2, "--stream: a stream key must not be empty"},
       {{"tail", "public.t", "--bogus"}, 2, "bogus"},
       {{"tail", "public.t", "--consumer", "c"}, 2, "--consumer needs --group"},
       {{"tail", "public.t", "--group", "g"}, 2, "--group needs --consumer"},
