@@ -203,8 +203,10 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
     reason = fmt::format("{} is null", t.table->columns[o.type].name);
   } else if (!text(o.payload)) {
     reason = fmt::format("{} is null", t.table->columns[o.payload].name);
-  } else if (aggregate_type->find_first_of(" \t\r\n") != std::string_view::npos) {
+  } else if (aggregate_type->find_first_of(" \t\r\n\v\f") != std::string_view::npos) {
     reason = fmt::format("{} '{}' contains white space", t.table->columns[o.aggregate_type].name, *aggregate_type);
+  } else if (*aggregate_type == "_invalid") {
+    reason = fmt::format("{} '_invalid' is reserved for rows that are not events", t.table->columns[o.aggregate_type].name);
   }
   fields_.clear();
   if (reason.empty()) {
