@@ -206,7 +206,8 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
   } else if (aggregate_type->find_first_of(" \t\r\n\v\f") != std::string_view::npos) {
     reason = fmt::format("{} '{}' contains white space", t.table->columns[o.aggregate_type].name, *aggregate_type);
   } else if (*aggregate_type == "_invalid") {
-    reason = fmt::format("{} '_invalid' is reserved for rows that are not events", t.table->columns[o.aggregate_type].name);
+    reason = fmt::format("{} '_invalid' is reserved for rows that are not events",
+                         t.table->columns[o.aggregate_type].name);
   }
   fields_.clear();
   if (reason.empty()) {
