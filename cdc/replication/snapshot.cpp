@@ -108,11 +108,7 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
     log::warn("--resnapshot: dropping slot '{}' if it exists and republishing every published table's rows as `r` "
               "records under a new slot",
               config_.slot);
-    store.discard_staging();
-    drop_slot();
-    store.forget_snapshot();
-    store.forget_checkpoint();
-    return create(repl, store, true);
+    return redo(repl, store);
   }
 
   std::string status = store.snapshot_status();
@@ -122,11 +118,7 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
     log::warn("slot '{}': the initial snapshot was interrupted; discarding the partial copy and starting again under "
               "a new slot",
               config_.slot);
-    store.discard_staging();
-    drop_slot();
-    store.forget_snapshot();
-    store.forget_checkpoint();
-    return create(repl, store, true);
+    return redo(repl, store);
   }
   if (status == "publishing") {
     log::info("slot '{}': finishing the publication of the initial snapshot", config_.slot);
@@ -147,6 +139,15 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
     return create(repl, store, config_.snapshot == SnapshotMode::Initial);
   }
   return verify(store, checkpoint);
+}
+
+// A new slot and its snapshot, from nothing: staging streams, the slot, snapshot state and checkpoint go.
+std::uint64_t SlotKeeper::redo(PgConnection& repl, SlotStore& store) {
+  store.discard_staging();
+  drop_slot();
+  store.forget_snapshot();
+  store.forget_checkpoint();
+  return create(repl, store, true);
 }
 
 // Redis must hold at least what PostgreSQL was told is stored. A checkpoint below the slot's

@@ -39,6 +39,7 @@ class SlotKeeper {
   bool slot_exists();
   void drop_slot();
   std::uint64_t create(PgConnection& repl, SlotStore& store, bool snapshot);
+  std::uint64_t redo(PgConnection& repl, SlotStore& store);
   std::uint64_t verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint);
   void copy(SlotStore& store, const std::string& snapshot_name, std::uint64_t consistent_point);
 

@@ -24,11 +24,6 @@ namespace {
 
 bool streaming(const Scope& s) { return s.streaming(); }
 
-std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);

@@ -44,19 +44,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Id = EntryId;
 
-std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
-const std::regex kLsnText(R"([0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})");
-
-std::uint64_t parse_lsn(const std::string& text) {
-  if (!std::regex_match(text, kLsnText)) throw std::runtime_error("not an LSN: '" + text + "'");
-  auto slash = text.find('/');
-  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
-}
-
 std::string field(const Entry& e, const std::string& name) {
   auto it = e.fields.find(name);
   return it == e.fields.end() ? std::string("<absent>") : it->second;

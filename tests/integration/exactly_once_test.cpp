@@ -34,20 +34,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
 // ---------------------------------------------------------------- LSNs and stream IDs
 
 const std::regex kLsnText(R"([0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})");
-
-std::uint64_t parse_lsn(const std::string& text) {
-  if (!std::regex_match(text, kLsnText)) throw std::runtime_error("not an LSN: '" + text + "'");
-  auto slash = text.find('/');
-  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
-}
 
 std::string lsn_text(std::uint64_t lsn) { return fmt::format("{:X}/{:X}", lsn >> 32, lsn & 0xFFFFFFFFu); }
 

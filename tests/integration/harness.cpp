@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <regex>
+
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -618,6 +620,18 @@ long peak_rss_kb(pid_t pid) {
     if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
   }
   return -1;
+}
+
+std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+std::uint64_t parse_lsn(const std::string& text) {
+  static const std::regex lsn(R"([0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})");
+  if (!std::regex_match(text, lsn)) throw std::runtime_error("not an LSN: '" + text + "'");
+  auto slash = text.find('/');
+  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
 }
 
 EntryId parse_entry_id(const std::string& id) {

@@ -10,6 +10,7 @@
 #include <compare>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <string>
@@ -168,6 +169,11 @@ struct Scope {
   // committed from now on is streamed. Before that, one may still fall into the initial snapshot.
   bool streaming() const;
 };
+
+// args followed by more (a walstream command line with extra flags).
+std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more);
+// "0/16B3748" -> 23803720; throws on anything that is not an LSN's text form.
+std::uint64_t parse_lsn(const std::string& text);
 
 // A stream entry ID as walstream writes it: <commit_lsn>-<seq>.
 struct EntryId {

@@ -38,20 +38,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
 std::vector<std::string> outbox_args(const Scope& s, std::initializer_list<std::string> more = {}) {
   return with(with(s.args(), {"--outbox", "public.outbox"}), more);
-}
-
-std::uint64_t parse_lsn(const std::string& text) {
-  static const std::regex re(R"([0-9A-F]{1,8}/[0-9A-F]{1,8})");
-  if (!std::regex_match(text, re)) throw std::runtime_error("not an LSN: '" + text + "'");
-  auto slash = text.find('/');
-  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
 }
 
 bool is_ts(const std::string& ts) {

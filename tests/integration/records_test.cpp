@@ -21,12 +21,6 @@ namespace {
 
 bool streaming(const Scope& s) { return s.streaming(); }
 
-std::uint64_t parse_lsn(const std::string& text) {
-  auto slash = text.find('/');
-  if (slash == std::string::npos) throw std::runtime_error("not an LSN: " + text);
-  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
-}
-
 std::uint64_t id_ms(const std::string& id) { return std::stoull(id.substr(0, id.find('-'))); }
 std::uint64_t id_seq(const std::string& id) { return std::stoull(id.substr(id.find('-') + 1)); }
 
@@ -72,11 +66,6 @@ long long parse_ts(const std::string& ts) {
 
 std::string confirmed_flush(const Scope& s) {
   return s.query_one("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'");
-}
-
-std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
 }
 
 // The `after` field of the stream's newest entry ("" when the stream is empty or its entry has none).

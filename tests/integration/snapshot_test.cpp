@@ -64,12 +64,6 @@ std::map<long, long> accounts_in_db(const Scope& s) {
   return table;
 }
 
-std::uint64_t parse_lsn(const std::string& text) {
-  auto slash = text.find('/');
-  if (slash == std::string::npos) throw std::runtime_error("not an LSN: " + text);
-  return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) | std::stoull(text.substr(slash + 1), nullptr, 16);
-}
-
 std::uint64_t id_ms(const std::string& id) { return std::stoull(id.substr(0, id.find('-'))); }
 
 // The consistent point PostgreSQL returned for CREATE_REPLICATION_SLOT, as walstream logs it verbatim:
