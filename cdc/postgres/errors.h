@@ -9,11 +9,17 @@ namespace walstream {
 
 class PgError : public std::runtime_error {
  public:
-  PgError(bool transient, const std::string& what) : std::runtime_error(what), transient_(transient) {}
+  PgError(bool transient, const std::string& what, std::string sqlstate = {})
+      : std::runtime_error(what), transient_(transient), sqlstate_(std::move(sqlstate)) {}
   bool transient() const { return transient_; }
+  // The server's SQLSTATE when it sent one ("" for a lost connection or a client-side failure).
+  const std::string& sqlstate() const { return sqlstate_; }
+  // Another walsender holds the slot: this instance is a standby until it is released.
+  bool slot_in_use() const { return sqlstate_ == "55006"; }
 
  private:
   bool transient_;
+  std::string sqlstate_;
 };
 
 // A setting or a server state walstream cannot work with; the message says how to fix it.

@@ -28,6 +28,11 @@ bool transient_sqlstate(const PGresult* r) {
          s == "57P02" || s == "57P03" || s == "57014" || s == "40001" || s == "40P01";
 }
 
+std::string sqlstate_of(const PGresult* r) {
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  return state ? state : "";
+}
+
 // The primary message, and the server's detail when it gives one (an invalidated slot says why
 // only there), on one line.
 std::string result_message(const PGresult* r) {
@@ -111,7 +116,7 @@ PgResult PgConnection::exec(const std::string& sql, ExecStatusType expected) {
   if (!r || PQresultStatus(r.get()) != expected) {
     bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
     std::string msg = r ? result_message(r.get()) : error_message();
-    throw PgError(lost, msg.empty() ? error_message() : msg);
+    throw PgError(lost, msg.empty() ? error_message() : msg, sqlstate_of(r.get()));
   }
   return r;
 }
@@ -125,7 +130,7 @@ PgResult PgConnection::exec_params(const std::string& sql, const std::vector<std
   if (!r || PQresultStatus(r.get()) != expected) {
     bool lost = PQstatus(conn_.get()) != CONNECTION_OK || transient_sqlstate(r.get());
     std::string msg = r ? result_message(r.get()) : error_message();
-    throw PgError(lost, msg.empty() ? error_message() : msg);
+    throw PgError(lost, msg.empty() ? error_message() : msg, sqlstate_of(r.get()));
   }
   return r;
 }
@@ -168,7 +173,7 @@ int PgConnection::read_copy(PgBuffer& out) {
     std::string why = failed ? result_message(r.get()) : std::string("end of stream");
     bool transient = !failed || PQstatus(conn_.get()) != CONNECTION_OK || !PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) ||
                      transient_sqlstate(r.get());
-    throw PgError(transient, fmt::format("PostgreSQL ended replication: {}", why));
+    throw PgError(transient, fmt::format("PostgreSQL ended replication: {}", why), sqlstate_of(r.get()));
   }
   throw PgError(true, fmt::format("replication connection lost: {}", error_message()));
 }

@@ -47,12 +47,13 @@ struct Config {
   OutboxColumns outbox_columns;
 };
 
-// The two start-up decisions an operator asks for once: honoured at the first start of the process
-// and cleared once acted on, so that a reconnect never redoes them (an adoption at a reconnect would
-// accept a Redis that lost data).
-struct StartOnce {
+// What outlives one session. The two start-up decisions an operator asks for once are honoured at the
+// first start of the process and cleared once acted on, so that a reconnect never redoes them (an
+// adoption at a reconnect would accept a Redis that lost data).
+struct RunState {
   bool resnapshot = false;
   bool adopt_slot = false;
+  bool streamed = false;  // a session started replication (this instance was active)
 };
 
 }  // namespace walstream

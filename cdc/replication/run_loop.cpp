@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "byte_reader.h"
@@ -38,7 +39,7 @@ std::int64_t now_pg_micros() {
 // confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
 class Session {
  public:
-  Session(const Config& config, StartOnce& once)
+  Session(const Config& config, RunState& once)
       : config_(config),
         once_(once),
         writer_(writer_options(config)),
@@ -74,6 +75,7 @@ class Session {
     flushed_ = slots.confirmed_flush();
     repl_.start_copy_both(start);
     streaming_ = true;
+    once_.streamed = true;
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
     next_status_ = Clock::now();
     std::size_t since_io = 0;
@@ -300,7 +302,7 @@ class Session {
   static constexpr auto kCheckpointEvery = std::chrono::milliseconds(200);
 
   const Config& config_;
-  StartOnce& once_;
+  RunState& once_;
   StreamWriter writer_;
   Catalog catalog_;
   PgConnection repl_;
@@ -319,6 +321,23 @@ class Session {
   Clock::time_point stop_at_{};
 };
 
+// Whether another walsender holds the slot now. Any failure says "not held": the session that follows
+// finds out for itself and reports it.
+bool slot_held(const Config& config, std::optional<PgConnection>& probe) {
+  try {
+    if (!probe) probe.emplace(PgConnection::open(config.pg, false));
+    auto r = probe->exec_params("SELECT active FROM pg_replication_slots WHERE slot_name = $1", {config.slot},
+                                PGRES_TUPLES_OK);
+    return PQntuples(r.get()) == 1 && std::string_view(PQgetvalue(r.get(), 0, 0)) == "t";
+  } catch (const PgError&) {
+    probe.reset();
+    return false;
+  }
+}
+
+// How often a standby asks for the slot: takeover time is this plus the walsender's exit.
+constexpr auto kStandbyPoll = std::chrono::milliseconds(500);
+
 void sleep_interruptibly(std::chrono::milliseconds d) {
   auto until = Clock::now() + d;
   while (!stop_requested() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -329,11 +348,18 @@ void sleep_interruptibly(std::chrono::milliseconds d) {
 
 int run(const Config& config) {
   auto backoff = std::chrono::milliseconds(100);
-  StartOnce once{config.resnapshot, config.adopt_slot};
+  RunState once{config.resnapshot, config.adopt_slot};
   bool failing = false;  // the last session ended with an error that is being retried
+  bool standby = false;  // the slot is held by another walsender; said once
+  std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots
   while (!stop_requested()) {
     auto started = Clock::now();
     try {
+      if (standby && slot_held(config, probe)) {
+        // Asked on one plain SQL connection, not by a new session that PostgreSQL refuses (and logs).
+        sleep_interruptibly(kStandbyPoll);
+        continue;
+      }
       Session session(config, once);
       session.run();
       return 0;
@@ -354,6 +380,18 @@ int run(const Config& config) {
       if (!e.transient()) {
         log::error("{}", e.what());
         return 1;
+      }
+      if (e.slot_in_use()) {
+        // Active/standby on one slot: PostgreSQL lets one walsender hold it. Say so once, then poll
+        // quietly and often, so that a standby takes over within a second or two of the active
+        // instance's death (its walsender ends when the connection does).
+        if (once.streamed) standby = once.streamed = false;  // was active since: say it again
+        if (!standby) log::info("standby: slot '{}' is held by another walstream ({}); waiting", config.slot, e.what());
+        standby = true;
+        failing = false;
+        backoff = std::chrono::milliseconds(100);
+        sleep_interruptibly(kStandbyPoll);
+        continue;
       }
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
       failing = true;

@@ -73,7 +73,7 @@ std::string field(const PgResult& r, int row, int col) { return PQgetvalue(r.get
 }  // namespace
 
 SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until,
-                       StartOnce& once)
+                       RunState& once)
     : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)), once_(once) {}
 
 PgConnection& SlotKeeper::sql() {

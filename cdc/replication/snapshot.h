@@ -21,7 +21,7 @@ namespace walstream {
 class SlotKeeper {
  public:
   // `once` (--resnapshot, --adopt-slot) is cleared once acted on, so a reconnect does not redo it.
-  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, StartOnce& once);
+  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, RunState& once);
 
   // Makes sure the slot exists, that Redis holds what the slot says is stored, and that any snapshot
   // it owes is complete before streaming starts: an interrupted copy is discarded (staging streams
@@ -47,7 +47,7 @@ class SlotKeeper {
   Catalog& catalog_;
   StreamWriter& writer_;
   WaitUntil wait_until_;
-  StartOnce& once_;
+  RunState& once_;
   std::optional<PgConnection> sql_;  // slot look-ups, opened on first use
 };
 

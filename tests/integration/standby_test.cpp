@@ -1,0 +1,114 @@
+// Active/standby on one slot: two walstreams, one holds the slot; the other says so once, waits
+// quietly, and takes over within seconds of the active one's death, with nothing lost or doubled.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fmt/format.h>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.h"
+
+using namespace harness;
+using namespace std::chrono_literals;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+long count_of(const std::string& text, const std::string& what) {
+  long n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(Standby, SaysSoOnceTakesOverAfterSigkillAndLosesNothing) {
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY)");
+  std::vector<std::unique_ptr<Walstream>> ws(2);
+  ws[0] = std::make_unique<Walstream>(s.args());
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws[0]->log();
+  ws[1] = std::make_unique<Walstream>(s.args());
+  ASSERT_TRUE(wait_until([&] { return ws[1]->log().find("standby: slot") != std::string::npos; }, 15s))
+      << ws[1]->log();
+
+  // A steady load, one row per transaction, for the whole test.
+  std::atomic<bool> stop{false};
+  std::atomic<int> committed{0};
+  std::thread load([&] {
+    while (!stop) {
+      try {
+        s.sql(fmt::format("INSERT INTO t VALUES ({})", committed + 1));
+        ++committed;
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(20ms);
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  struct Stop {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Stop() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } stop_load{stop, load};
+
+  const auto key = s.stream("public.t");
+  // The standby waits quietly: over a few seconds of load it logs nothing after its one line.
+  const int first = committed + 300;
+  ASSERT_TRUE(wait_until([&] { return committed >= first && xlen(key) >= first; }, 60s)) << ws[0]->log();
+  EXPECT_EQ(count_of(ws[1]->log(), "standby: slot"), 1) << ws[1]->log();
+  EXPECT_EQ(count_of(ws[1]->log(), " WARN "), 0) << ws[1]->log();
+  EXPECT_EQ(count_of(ws[1]->log(), " ERROR "), 0) << ws[1]->log();
+
+  // Five takeovers: SIGKILL the active one; the standby streams within 5 s; the killed one comes back
+  // as the new standby.
+  std::vector<double> takeover_s;
+  int active = 0;
+  for (int round = 0; round < 5; ++round) {
+    const int standby = 1 - active;
+    const auto before = count_of(ws[standby]->log(), "streaming from slot");
+    ws[active]->signal(SIGKILL);
+    ws[active]->wait(10s);
+    const auto killed = Clock::now();
+    ASSERT_TRUE(wait_until([&] { return count_of(ws[standby]->log(), "streaming from slot") > before; }, 10s))
+        << "round " << round << ": no takeover\n" << ws[standby]->log();
+    takeover_s.push_back(std::chrono::duration<double>(Clock::now() - killed).count());
+    EXPECT_LT(takeover_s.back(), 5.0) << "round " << round << "\n" << ws[standby]->log();
+    const int target = committed + 200;
+    ASSERT_TRUE(wait_until([&] { return xlen(key) >= target; }, 60s)) << ws[standby]->log();
+    ws[active] = std::make_unique<Walstream>(s.args());
+    ASSERT_TRUE(wait_until([&] { return ws[active]->log().find("standby: slot") != std::string::npos; }, 15s))
+        << ws[active]->log();
+    active = standby;
+  }
+  stop = true;
+  load.join();
+  const int total = committed;
+  ASSERT_TRUE(wait_until([&] { return s.caught_up() && xlen(key) >= total; }, 60s)) << ws[active]->log();
+
+  // Exactly the committed rows, each once, in commit order.
+  auto entries = xrange(key);
+  ASSERT_EQ(static_cast<int>(entries.size()), total);
+  for (int i = 0; i < total; ++i) {
+    ASSERT_EQ(entries[i].fields.at("after"), fmt::format(R"({{"id":{}}})", i + 1)) << "entry " << i;
+    if (i > 0) {
+      ASSERT_LT(parse_entry_id(entries[i - 1].id), parse_entry_id(entries[i].id));
+    }
+  }
+  std::sort(takeover_s.begin(), takeover_s.end());
+  std::printf("takeover after SIGKILL: median %.2f s, worst %.2f s over %zu kills\n",
+              takeover_s[takeover_s.size() / 2], takeover_s.back(), takeover_s.size());
+  for (auto& w : ws) {
+    if (w) w->signal(SIGTERM);
+  }
+}
