@@ -157,7 +157,8 @@ ALTER TABLE public.payments REPLICA IDENTITY FULL;
 -- the event. Writers insert the event and delete it again in the same transaction
 -- (sql/queries/reserve_stock.sql): walstream publishes the insert and ignores the delete, so the table
 -- stays empty and needs no clean-up. The CHECK refuses what walstream would route to events:_invalid
--- (an aggregate type that is empty or contains white space), at the writer, where it can be fixed.
+-- (an aggregate type that is empty, contains white space or is _invalid), at the writer, where it can be
+-- fixed.
 -- Replica identity DEFAULT: the primary key is all a delete needs; walstream publishes nothing for it.
 CREATE TABLE IF NOT EXISTS public.outbox (
   id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),  -- the event's id, for consumers' dedupe
@@ -166,7 +167,7 @@ CREATE TABLE IF NOT EXISTS public.outbox (
   type          text NOT NULL,   -- the event, e.g. 'OrderPlaced'
   payload       jsonb NOT NULL,  -- the event's data: the entry's `payload` is this JSON document
   created_at    timestamptz NOT NULL DEFAULT now(),
-  CONSTRAINT outbox_aggregatetype_name CHECK (aggregatetype ~ '^[^[:space:]]+$')
+  CONSTRAINT outbox_aggregatetype_name CHECK (aggregatetype ~ '^[^[:space:]]+$' AND aggregatetype <> '_invalid')
 );
 ALTER TABLE public.outbox REPLICA IDENTITY DEFAULT;
 

@@ -78,12 +78,24 @@ void Pipeline::add_marker() {
 // the ID's first part is that LSN - 1, never a record start (records are 8-byte aligned), so never a
 // commit LSN, and a transaction committing right after the message can neither collide with it nor
 // have its own entries taken for replays.
+//
+// Entry IDs must not depend on walstream's flags, or a restart with other flags after a crash would
+// number the resent transactions differently (a row written twice, or one skipped as a replay). So
+// every transactional message takes its seq whether it is published or not (pgoutput always sends
+// them: run_loop asks for messages whatever --messages says), as do an outbox's updates, deletes and
+// truncates: the IDs depend only on what the publication sends.
 void Pipeline::on(const pgoutput::Message& m) {
-  if (!options_.messages) return;
-  if (!options_.message_prefixes.empty() &&
-      std::find(options_.message_prefixes.begin(), options_.message_prefixes.end(), m.prefix) ==
-          options_.message_prefixes.end()) {
+  if (m.transactional) require_transaction("transactional Message");
+  const bool selected = options_.messages &&
+                        (options_.message_prefixes.empty() ||
+                         std::find(options_.message_prefixes.begin(), options_.message_prefixes.end(), m.prefix) !=
+                             options_.message_prefixes.end());
+  if (!selected) {
+    if (m.transactional) ++seq_;
     return;
+  }
+  if (!m.transactional && in_txn_) {
+    throw PgError(false, "protocol error: a non-transactional Message inside a transaction");
   }
   std::string prefix(m.prefix);
   auto it = message_streams_.find(prefix);
@@ -94,17 +106,9 @@ void Pipeline::on(const pgoutput::Message& m) {
   fields_.assign({{"prefix", m.prefix}, {"content", m.content}, {"transactional", m.transactional ? "1" : "0"},
                   {"lsn", lsn_text_}});
   if (m.transactional) {
-    require_transaction("transactional Message");
     fields_.push_back({"xid", txn_.xid});
     fields_.push_back({"ts", txn_.ts});
     add(stream, StreamId{commit_lsn_, ++seq_}, fields_);
-    return;
-  }
-  if (in_txn_) {
-    // Not expected from pgoutput (a transaction is sent whole at its commit), but if it comes, it
-    // rides in the open chunk without touching the transaction's accounting.
-    send_if_full(writer_, wait_until_);
-    writer_.add_entry(stream, StreamId{m.lsn - 1, 1}, fields_);
     return;
   }
   writer_.begin_transaction();
@@ -165,13 +169,22 @@ void Pipeline::on(const pgoutput::Relation& m) {
     return static_cast<std::size_t>(-1);
   };
   Outbox o;
-  o.id = find(names.id, "--outbox-id-column", false);
+  o.id = find(names.id, "--outbox-id-column", false);  // id and aggregate id may be absent (setup warns)
   o.aggregate_type = find(names.aggregate_type, "--outbox-aggregate-type-column", true);
   o.aggregate_id = find(names.aggregate_id, "--outbox-aggregate-id-column", false);
   o.type = find(names.type, "--outbox-type-column", true);
   o.payload = find(names.payload, "--outbox-payload-column", true);
   for (std::size_t i = 0; i < stored.columns.size(); ++i) {
-    if (i != o.id && i != o.aggregate_type && i != o.aggregate_id && i != o.type && i != o.payload) o.headers.push_back(i);
+    if (i == o.id || i == o.aggregate_type || i == o.aggregate_id || i == o.type || i == o.payload) continue;
+    // A header named like an event field would give the entry that field twice.
+    for (std::string_view reserved : {"id", "type", "aggregate_id", "payload", "lsn", "xid", "ts"}) {
+      if (stored.columns[i].name == reserved) {
+        throw ConfigError(fmt::format("outbox table {} has a column \"{}\", the name of an event field: rename "
+                                      "it, or name it with the matching --outbox-…-column flag",
+                                      stored.qualified, reserved));
+      }
+    }
+    o.headers.push_back(i);
   }
   t.outbox = std::move(o);
 }
@@ -295,7 +308,10 @@ void Pipeline::on(const pgoutput::Insert& m) {
 void Pipeline::on(const pgoutput::Update& m) {
   require_transaction("Update");
   auto& t = target(m.relid);
-  if (t.outbox) return;  // only inserts are events: "insert then delete" keeps the table empty
+  if (t.outbox) {
+    ++seq_;  // only inserts are events ("insert then delete" keeps the table empty); the seq is taken
+    return;
+  }
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.update(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_),
                           cells(m.new_tuple, new_cells_)));
@@ -304,7 +320,10 @@ void Pipeline::on(const pgoutput::Update& m) {
 void Pipeline::on(const pgoutput::Delete& m) {
   require_transaction("Delete");
   auto& t = target(m.relid);
-  if (t.outbox) return;
+  if (t.outbox) {
+    ++seq_;
+    return;
+  }
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.remove(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_)));
 }
@@ -314,7 +333,10 @@ void Pipeline::on(const pgoutput::Truncate& m) {
   lsn_text_ = copy::format_lsn(current_lsn_);
   for (auto relid : m.relids) {
     auto& t = target(relid);
-    if (t.outbox) continue;
+    if (t.outbox) {
+      ++seq_;
+      continue;
+    }
     emit(t, builder_.truncate(*t.table, txn_, lsn_text_));
   }
 }

@@ -59,8 +59,11 @@ class Session {
       publications.push_back(c);
       if (c == '\'') publications.push_back('\'');
     }
-    auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}'{})",
-                             quote_ident(config_.slot), publications, config_.messages ? ", messages 'true'" : "");
+    // Messages are asked for whatever --messages says: transactional ones take a seq even when not
+    // published, so that entry IDs never depend on the flag (pipeline.cpp).
+    auto start = fmt::format("START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names '{}', "
+                             "messages 'true')",
+                             quote_ident(config_.slot), publications);
     auto system = repl_.exec("IDENTIFY_SYSTEM", PGRES_TUPLES_OK);
     log::debug("PostgreSQL system {} timeline {} at {} database {}", PQgetvalue(system.get(), 0, 0),
                PQgetvalue(system.get(), 0, 1), PQgetvalue(system.get(), 0, 2), PQgetvalue(system.get(), 0, 3));

@@ -102,23 +102,55 @@ void check_outbox_tables(pqxx::nontransaction& tx, const Config& config) {
         "JOIN pg_namespace n ON n.nspname = pt.schemaname "
         "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
+        "  AND a.attname = ANY(pt.attnames) "
+        "JOIN pg_publication p ON p.pubname = pt.pubname "
+        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3 AND p.pubinsert",
         config.publication, name->first, name->second);
     if (rows.empty()) {
-      throw ConfigError(fmt::format("outbox table {} is not in publication '{}' (or does not exist): add it with "
-                                    "ALTER PUBLICATION {} ADD TABLE {}",
+      throw ConfigError(fmt::format("outbox table {} is not in publication '{}' (or does not exist, or the "
+                                    "publication does not publish inserts): add it with ALTER PUBLICATION {} "
+                                    "ADD TABLE {}",
                                     qualified, config.publication, quote_ident(config.publication),
                                     qualified_name(name->first, name->second)));
     }
     const auto& oc = config.outbox_columns;
-    for (const auto& [column, flag] : {std::pair{oc.aggregate_type, "--outbox-aggregate-type-column"},
-                                       std::pair{oc.type, "--outbox-type-column"},
-                                       std::pair{oc.payload, "--outbox-payload-column"}}) {
+    const OutboxColumns defaults;
+    std::vector<std::pair<std::string, const char*>> required = {
+        {oc.aggregate_type, "--outbox-aggregate-type-column"},
+        {oc.type, "--outbox-type-column"},
+        {oc.payload, "--outbox-payload-column"}};
+    // The id and aggregate id may be absent (several outbox tables share one mapping), but a column
+    // renamed by flag and missing is most likely a typo: say so rather than drop the field unseen.
+    for (const auto& [column, flag] : {std::pair{oc.id, "--outbox-id-column"},
+                                       std::pair{oc.aggregate_id, "--outbox-aggregate-id-column"}}) {
+      bool found = false;
+      for (const auto& row : rows) found = found || row[0].as<std::string>() == column;
+      if (!found && column != (std::string_view(flag) == "--outbox-id-column" ? defaults.id : defaults.aggregate_id)) {
+        log::warn("outbox table {} has no column \"{}\" ({}): its events carry no {}", qualified, column, flag,
+                  std::string_view(flag) == "--outbox-id-column" ? "id" : "aggregate_id");
+      }
+    }
+    for (const auto& [column, flag] : required) {
       bool found = false;
       for (const auto& row : rows) found = found || row[0].as<std::string>() == column;
       if (!found) {
         throw ConfigError(
             fmt::format("outbox table {} has no column \"{}\" (name it with {})", qualified, column, flag));
+      }
+    }
+    // A header named like an event field would give each entry that field twice.
+    for (const auto& row : rows) {
+      auto column = row[0].as<std::string>();
+      if (column == oc.id || column == oc.aggregate_type || column == oc.aggregate_id || column == oc.type ||
+          column == oc.payload) {
+        continue;
+      }
+      for (std::string_view reserved : {"id", "type", "aggregate_id", "payload", "lsn", "xid", "ts"}) {
+        if (column == reserved) {
+          throw ConfigError(fmt::format("outbox table {} has a column \"{}\", the name of an event field: rename "
+                                        "it, or name it with the matching --outbox-…-column flag",
+                                        qualified, column));
+        }
       }
     }
   }

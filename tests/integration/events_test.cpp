@@ -309,6 +309,23 @@ TEST(Messages, SelectedPrefixesOnly) {
   EXPECT_EQ(xlen(s.stream("public.t")), 2);
 }
 
+// 3a'. Entry IDs do not depend on --messages: a transactional message that is not published still
+// takes its seq, so the same transaction gets the same IDs whatever the flag (a restart with another
+// --messages after a crash then neither doubles nor skips a resent row).
+TEST(Messages, UnpublishedMessagesKeepTheirSeq) {
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY)");
+  Walstream w(with(s.args(), {"--messages", "none"}));
+  ASSERT_TRUE(streams(s, w));
+  s.sql("BEGIN; INSERT INTO t VALUES (1); SELECT pg_logical_emit_message(true, 'audit', 'x'); "
+        "INSERT INTO t VALUES (2); COMMIT");
+  ASSERT_TRUE(holds(w, s.stream("public.t"), 2));
+  auto rows = xrange(s.stream("public.t"));
+  EXPECT_EQ(id_of(rows[0]).seq, 1u) << rows[0].id;
+  EXPECT_EQ(id_of(rows[1]).seq, 3u) << "the unpublished message did not keep seq 2: " << rows[1].id;
+  EXPECT_TRUE(keys_like(s.prefix + "messages:*").empty());
+}
+
 // 3b. --messages none: no message stream at all; row changes flow.
 TEST(Messages, NoneTurnsThemOff) {
   Scope s;
