@@ -285,6 +285,45 @@ TEST(Status, UnreachableServersAreOneLineEach) {
   EXPECT_TRUE(parse(p)["checkpoint"]["exists"].GetBool());
 }
 
+// A server of its own: max_slot_wal_keep_size small enough for a slot nobody reads to lose its WAL.
+TEST(Status, WalStatusUnreservedThenLost) {
+  Postgres own;
+  own.extra_options = "-c max_slot_wal_keep_size=1MB";
+  own.start();
+  const auto conn = own.conninfo();
+  sql(conn, "CREATE TABLE w (id int); CREATE PUBLICATION walstream FOR ALL TABLES");
+  sql(conn, "SELECT pg_create_logical_replication_slot('guard', 'pgoutput')");
+  auto wal_status = [&] {
+    return query_one(conn, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'guard'");
+  };
+  std::vector<std::string> args{"status", "--pg", conn, "--redis", redis().url(), "--slot", "guard", "--prefix",
+                                "guard:"};
+  auto ok = run(args);
+  EXPECT_EQ(ok.err.find("wal_status"), std::string::npos) << dump(ok);  // reserved: not a problem
+
+  // New WAL segments, no reader: the slot's oldest one passes the limit (unreserved), then a
+  // checkpoint removes it (lost).
+  ASSERT_TRUE(wait_until([&] {
+    sql(conn, "INSERT INTO w VALUES (1); SELECT pg_switch_wal()");
+    return wal_status() != "reserved" && wal_status() != "extended";
+  }));
+  if (wal_status() == "unreserved") {
+    auto r = run(args);
+    ASSERT_EQ(r.code, 1) << dump(r);
+    EXPECT_NE(r.err.find("warning: slot 'guard' has wal_status unreserved"), std::string::npos) << dump(r);
+  } else {
+    std::cout << "the slot went from reserved to " << wal_status() << " at once: unreserved not seen\n";
+  }
+  ASSERT_TRUE(wait_until([&] {
+    sql(conn, "INSERT INTO w VALUES (2); SELECT pg_switch_wal(); CHECKPOINT");
+    return wal_status() == "lost";
+  }));
+  auto r = run(with(args, {"--json"}));
+  ASSERT_EQ(r.code, 1) << dump(r);
+  EXPECT_NE(r.err.find("slot 'guard' is invalidated (wal_status lost)"), std::string::npos) << dump(r);
+  EXPECT_EQ(std::string(parse(r)["slot"]["wal_status"].GetString()), "lost");
+}
+
 // Last: FLUSHALL empties the Redis every test of this binary shares.
 TEST(Status, BrokenCheckpointBehindThenMissing) {
   Scope s;
