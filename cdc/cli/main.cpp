@@ -13,6 +13,7 @@
 #include "run_loop.h"
 #include "stop_signal.h"
 #include "setup.h"
+#include "status.h"
 #include "tail.h"
 #include "stream_writer.h"
 
@@ -26,6 +27,8 @@ constexpr const char* kUsage =
     "  walstream run [options]     stream committed row changes to Redis\n"
     "  walstream tail [<schema.table>...] [--events TYPE] [--messages PREFIX] [--stream KEY] [options]\n"
     "                              print records, events and messages as JSON lines; `walstream tail --help`\n"
+    "  walstream status [--json] [options]\n"
+    "                              the slot, checkpoint, streams and groups; exit 1 when behind or broken\n"
     "  walstream --help            this text; `walstream run --help` lists the options\n"
     "  walstream --version\n";
 
@@ -388,6 +391,64 @@ int cmd_tail(int argc, char** argv) {
   return walstream::tail(t);
 }
 
+
+cxxopts::Options status_options() {
+  cxxopts::Options o("walstream status",
+                     "Show the replication slot, the publication, the Redis checkpoint, every stream under the prefix\n"
+                     "with its consumer groups, and the snapshot state, from PostgreSQL and Redis alone (walstream\n"
+                     "need not run). Exit 0 when healthy; 1 when behind or broken, with one line per reason on\n"
+                     "stderr: the slot is missing or invalidated (wal_status lost), or unreserved; no walstream holds\n"
+                     "the slot while changes wait; the lag passes --lag-warn; the Redis checkpoint is missing or\n"
+                     "behind the slot; the publication is missing; a server cannot be reached (also exit 1).\n"
+                     "Exit 2: bad options.\n");
+  o.add_options()
+      ("pg", "PostgreSQL connection: libpq URI or key=value conninfo; empty uses libpq's PG* variables "
+             "[WALSTREAM_PG]", cxxopts::value<std::string>())
+      ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
+       cxxopts::value<std::string>())
+      ("slot", "logical replication slot [WALSTREAM_SLOT] (default walstream)", cxxopts::value<std::string>())
+      ("publication", "publication [WALSTREAM_PUBLICATION] (default walstream)", cxxopts::value<std::string>())
+      ("prefix", "stream key prefix [WALSTREAM_PREFIX] (default walstream:)", cxxopts::value<std::string>())
+      ("lag-warn", "WAL the slot may be behind (server WAL end - confirmed_flush_lsn) before it is a problem: "
+                   "bytes, or with a unit kB, MB, GB, TB (powers of 1024) [WALSTREAM_LAG_WARN] (default 1GB)",
+       cxxopts::value<std::string>())
+      ("json", "print one JSON document instead of the table")
+      ("h,help", "show this help");
+  return o;
+}
+
+int cmd_status(int argc, char** argv) {
+  auto options = status_options();
+  auto r = parse_or_usage(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help();
+    return 0;
+  }
+  if (!r.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", r.unmatched().front()));
+  walstream::StatusOptions s;
+  s.pg = setting(r, "pg", "");
+  try {
+    s.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--redis: {}", e.what()));
+  }
+  s.slot = setting(r, "slot", "walstream");
+  if (!std::regex_match(s.slot, std::regex("[a-z0-9_]{1,63}"))) {
+    throw UsageError(fmt::format("--slot '{}': a slot name is 1-63 lower-case letters, digits or underscores", s.slot));
+  }
+  s.publication = setting(r, "publication", "walstream");
+  if (s.publication.empty() || s.publication.size() > 63) throw UsageError("--publication must be 1-63 characters");
+  s.prefix = setting(r, "prefix", "walstream:");
+  auto lag = setting(r, "lag-warn", "1GB");
+  auto bytes = walstream::parse_byte_size(lag);
+  if (!bytes) {
+    throw UsageError(fmt::format("--lag-warn must be a positive number of bytes (or 64MB, 1GB…), not '{}'", lag));
+  }
+  s.lag_warn = *bytes;
+  s.json = r.count("json") > 0;
+  return walstream::status(s, std::cout, std::cerr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -400,6 +461,7 @@ int main(int argc, char** argv) {
     std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "run") return cmd_run(argc - 1, argv + 1);
     if (cmd == "tail") return cmd_tail(argc - 1, argv + 1);
+    if (cmd == "status") return cmd_status(argc - 1, argv + 1);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       std::cout << kUsage;
       return 0;
