@@ -31,6 +31,8 @@ struct Keys {
   }
   // One marker entry per committed transaction that published anything (--transactions).
   std::string transactions() const { return prefix + "transactions"; }
+  // The active instance's epoch (INCR when it takes the slot); every chunk checks it (fencing).
+  std::string epoch() const { return prefix + "epoch:" + slot; }
   // Checkpoint hash: `lsn` = end of the last transaction stored, written in the same MULTI/EXEC as
   // the entries it covers. On a single Redis one key; see docs/design.md for the cluster layout.
   std::string checkpoint() const { return prefix + "checkpoint:" + slot; }

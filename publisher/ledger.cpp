@@ -212,6 +212,13 @@ Ledger::Outcome Ledger::executed(std::optional<std::string_view> exec_error,
   return out;
 }
 
+std::uint64_t Ledger::release_stored() {
+  if (!inflight_ || !inflight_->stored) return 0;
+  auto checkpoint = inflight_->checkpoint;
+  inflight_.reset();
+  return checkpoint;
+}
+
 bool Ledger::waited(long long replicas, long long wanted) {
   if (!inflight_ || !inflight_->stored || replicas < wanted) return false;
   acked_ = std::max(acked_, inflight_->checkpoint);

@@ -111,6 +111,11 @@ class Ledger {
   // After a stored chunk, with --redis-wait: WAIT's count. True when enough replicas have it: the
   // chunk's checkpoint is released and the chunk leaves flight; false: WAIT again.
   bool waited(long long replicas, long long wanted);
+  // --redis-wait without holding the pipeline: the stored chunk leaves flight at once (the next one
+  // may go to the master) and its checkpoint is returned; it is confirmed only by replicated().
+  std::uint64_t release_stored();
+  // A WAIT counted enough replicas for everything written before it, up to this checkpoint.
+  void replicated(std::uint64_t checkpoint) { acked_ = std::max(acked_, checkpoint); }
 
   // --- positions ---
   // Nothing is taken over from the checkpoint Redis holds at the start of a session: what it covers

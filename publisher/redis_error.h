@@ -9,8 +9,9 @@ namespace walstream {
 
 class RedisError : public std::runtime_error {
  public:
-  // Conflict: a stream already holds an ID at or above one we write.
-  enum class Kind { Transient, Fatal, Conflict };
+  // Conflict: a stream already holds an ID at or above one we write. Fenced: another instance took
+  // the slot over (its epoch replaced ours): this one must write nothing more and become a standby.
+  enum class Kind { Transient, Fatal, Conflict, Fenced };
   RedisError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const { return kind_; }
   bool transient() const { return kind_ == Kind::Transient; }

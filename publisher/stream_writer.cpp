@@ -227,17 +227,49 @@ void StreamWriter::send_chunk() {
   if (cut.carry) std::swap(building_, spare_);
   ledger_.sent(cut, checkpoint);
   expected_.push_back({Expected::Chunk, 0});
-  if (options_.wait_replicas > 0) send_wait();
+  if (checkpoint) last_checkpoint_sent_ = checkpoint;
+  if (options_.wait_replicas > 0) send_wait(last_checkpoint_sent_);
+  if (!fence_key_.empty()) send_fence_check();
   flush_out();
 }
 
-void StreamWriter::send_wait() {
+void StreamWriter::fence(std::string key, std::uint64_t epoch) {
+  fence_key_ = std::move(key);
+  fence_epoch_ = std::to_string(epoch);
+  if (!ledger_.in_flight()) send_fence_check();
+}
+
+// WATCH stays armed until our next EXEC, which Redis then refuses (nil) if the epoch key changed in
+// between; the GET tells whether it changed before. Pipelined right after each EXEC, so the answer is
+// usually back before the next chunk is built.
+void StreamWriter::send_fence_check() {
+  out_.command(2);
+  out_.arg("WATCH");
+  out_.arg(fence_key_);
+  expected_.push_back({Expected::FenceWatch, 0});
+  out_.command(2);
+  out_.arg("GET");
+  out_.arg(fence_key_);
+  expected_.push_back({Expected::FenceGet, 0});
+  fence_pending_ = true;
+  flush_out();
+}
+
+void StreamWriter::fenced(std::string_view why) {
+  throw RedisError(RedisError::Kind::Fenced,
+                   fmt::format("fenced: {} (this instance's epoch {}): another walstream took the slot over; "
+                               "writing nothing more",
+                               why, fence_epoch_));
+}
+
+void StreamWriter::send_wait(std::uint64_t checkpoint) {
   // WAIT covers every write this connection made before it: the chunk just sent.
   out_.command(3);
   out_.arg("WAIT");
   out_.arg(wait_replicas_text_);
   out_.arg(wait_timeout_text_);
-  expected_.push_back({Expected::Wait, 0});
+  expected_.push_back({Expected::Wait, 0, checkpoint});
+  ++waits_queued_;
 }
 
 void StreamWriter::handle_reply(Reply reply) {
@@ -253,8 +285,25 @@ void StreamWriter::handle_reply(Reply reply) {
     case Expected::Chunk:
       handle_chunk_reply(reply);
       break;
+    case Expected::FenceWatch:
+      expected_.pop_front();
+      if (!reply.is(ReplyType::Status)) {
+        auto msg = reply.is(ReplyType::Error) ? std::string(reply.text()) : std::string("unexpected reply");
+        throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
+                         fmt::format("Redis refused WATCH {}: {}", fence_key_, msg));
+      }
+      break;
+    case Expected::FenceGet:
+      expected_.pop_front();
+      fence_pending_ = false;
+      if (!reply.is(ReplyType::String) || reply.text() != fence_epoch_) {
+        fenced(fmt::format("{} holds {}", fence_key_,
+                           reply.is(ReplyType::String) ? std::string(reply.text()) : std::string("nothing")));
+      }
+      break;
     case Expected::Wait:
       expected_.pop_front();
+      --waits_queued_;
       if (!reply.is(ReplyType::Integer)) {
         // A failed WAIT releases nothing, and a failover answers one (UNBLOCKED, "cannot be used with
         // replica instances"): reconnect, and the next session compares the checkpoint again.
@@ -262,11 +311,16 @@ void StreamWriter::handle_reply(Reply reply) {
         throw RedisError(RedisError::Kind::Transient,
                          fmt::format("Redis refused WAIT {} {}: {}", wait_replicas_text_, wait_timeout_text_, msg));
       }
-      if (!ledger_.waited(reply.integer(), options_.wait_replicas)) {
-        // Stored on this Redis but not on enough replicas: not confirmed; ask again.
+      if (reply.integer() >= options_.wait_replicas) {
+        ledger_.replicated(e.checkpoint);
+      } else {
+        // Stored on this Redis but not on enough replicas: not confirmed. A WAIT queued after this
+        // one covers it too; without one, ask again. Chunks go on to the master meanwhile.
         wait_shortfall_ = reply.integer();
-        send_wait();
-        flush_out();
+        if (waits_queued_ == 0) {
+          send_wait(e.checkpoint);
+          flush_out();
+        }
       }
       break;
   }
@@ -319,6 +373,8 @@ void StreamWriter::handle_chunk_reply(Reply r) {
 }
 
 void StreamWriter::finish_chunk(Reply r) {
+  // With the epoch key WATCHed, a nil EXEC means it changed: nothing of the chunk was applied.
+  if (!fence_key_.empty() && r.is(ReplyType::Nil)) fenced(fmt::format("{} changed before EXEC", fence_key_));
   std::optional<std::string_view> exec_error;
   results_.clear();
   if (r.is(ReplyType::Error)) {
@@ -340,7 +396,11 @@ void StreamWriter::finish_chunk(Reply r) {
   switch (outcome.kind) {
     case Kind::Stored:
       // Without --redis-wait a stored chunk is acknowledged at once; with it, WAIT's reply releases it.
-      if (options_.wait_replicas == 0) ledger_.waited(0, 0);
+      if (options_.wait_replicas == 0) {
+        ledger_.waited(0, 0);
+      } else {
+        ledger_.release_stored();
+      }
       return;
     case Kind::Transient:
       throw RedisError(RedisError::Kind::Transient, fmt::format("Redis refused the write: {}{}", outcome.message, where()));

@@ -52,6 +52,8 @@ class StreamWriter {
   int fd() const;
   bool wants_write() const { return out_pos_ < out_.size(); }
   bool wants_read() const { return !expected_.empty(); }
+  // --redis-wait: a stored checkpoint still waits for enough replicas.
+  bool waits_pending() const { return waits_queued_ > 0; }
   // Moves bytes in both directions as far as the socket allows and handles every complete reply.
   void on_io(bool readable, bool writable);
 
@@ -83,7 +85,12 @@ class StreamWriter {
 
   bool chunk_empty() const { return ledger_.building_commands() == 0; }
   bool chunk_full() const;
-  bool in_flight() const { return ledger_.in_flight(); }
+  // A chunk waits for Redis's answer, or (fenced) for the epoch check the next chunk needs.
+  bool in_flight() const { return ledger_.in_flight() || fence_pending_; }
+  // From now on every chunk is applied only while `key` still holds `epoch` (WATCH + GET before each
+  // MULTI): an instance that lost the slot while paused can never land a chunk after its successor
+  // took over. Throws RedisError(Fenced) from on_io() when the epoch moved.
+  void fence(std::string key, std::uint64_t epoch);
   // Nothing to send but a position that only a checkpoint-only chunk would record.
   bool checkpoint_due() const { return ledger_.checkpoint_due(); }
   // Sends the chunk being built (cut at the open transaction's start when that keeps it whole), or
@@ -105,8 +112,9 @@ class StreamWriter {
     std::string xadd_head;  // "XADD <key> [MAXLEN ~ <n>]" framed once: how every XADD to it starts
   };
   struct Expected {
-    enum Kind { Hwm, Chunk, Wait } kind;
+    enum Kind { Hwm, Chunk, Wait, FenceWatch, FenceGet } kind;
     Handle stream = 0;
+    std::uint64_t checkpoint = 0;  // Wait: the newest checkpoint written before it
   };
 
   // FNV-1a of an entry's `lsn` field: what tells our own entry from a foreign one with the same ID.
@@ -120,7 +128,9 @@ class StreamWriter {
   void handle_hwm_reply(Handle h, Reply reply);
   void handle_chunk_reply(Reply reply);
   void finish_chunk(Reply exec_reply);
-  void send_wait();
+  void send_wait(std::uint64_t checkpoint);
+  void send_fence_check();
+  [[noreturn]] void fenced(std::string_view why);
   [[noreturn]] void conflict(const Ledger::Outcome& outcome);
   void flush_out();
   void read_in();
@@ -139,6 +149,10 @@ class StreamWriter {
   std::deque<Expected> expected_;
   std::vector<std::optional<std::string_view>> results_;
   std::optional<long long> wait_shortfall_;
+  std::size_t waits_queued_ = 0;
+  std::uint64_t last_checkpoint_sent_ = 0;
+  std::string fence_key_, fence_epoch_;  // empty: not fenced
+  bool fence_pending_ = false;           // WATCH + GET sent, GET's answer not yet seen
   std::string maxlen_text_;
   std::string wait_replicas_text_, wait_timeout_text_;
   std::size_t xadd_head_args_ = 0;  // arguments in every Stream::xadd_head

@@ -17,6 +17,7 @@
 #include "pg_conn.h"
 #include "pg_time.h"
 #include "pipeline.h"
+#include "redis_client.h"
 #include "keys.h"
 #include "snapshot.h"
 #include "stop_signal.h"
@@ -79,6 +80,15 @@ class Session {
     repl_.start_copy_both(start);
     streaming_ = true;
     once_.streamed = true;
+    // This instance holds the slot now: a new epoch, and every chunk from here on is applied only
+    // while it stands, so a predecessor that was paused (not dead) can never land a chunk after us.
+    {
+      const auto key = Keys{config_.prefix, config_.slot}.epoch();
+      RedisClient redis(config_.redis);
+      auto epoch = static_cast<std::uint64_t>(redis.checked({"INCR", key}).integer());
+      writer_.fence(key, epoch);
+      log::debug("slot '{}': active with epoch {}", config_.slot, epoch);
+    }
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
     next_status_ = Clock::now();
     std::size_t since_io = 0;
@@ -271,6 +281,9 @@ class Session {
     // in a chunk); PostgreSQL resends it whole at the next start.
     if (pipeline_.in_transaction()) writer_.drop_open_transaction();
     drain(writer_, [this](const std::function<bool()>& done) { wait_until(done); });
+    // With --redis-wait, what the replicas have not acknowledged is not confirmed: wait for them until
+    // --shutdown-timeout (then it is resent at the next start).
+    wait_until([this] { return !writer_.waits_pending(); });
     log_replays();
     maybe_send_status(true);
     while (!repl_.flush()) {
@@ -371,6 +384,15 @@ int run(const Config& config) {
                  "PostgreSQL resends it at the next start");
       return 1;
     } catch (const RedisError& e) {
+      if (e.kind() == RedisError::Kind::Fenced) {
+        // Paused or partitioned long enough to lose the slot: the successor is active; this one is
+        // its standby now.
+        log::warn("{}; becoming a standby", e.what());
+        standby = true;
+        once.streamed = false;
+        failing = false;
+        continue;
+      }
       // A conflict (another writer) is fatal: the writer already told a late landing of our own
       // write (transient) from a foreign entry.
       if (!e.transient()) {

@@ -112,3 +112,118 @@ TEST(Standby, SaysSoOnceTakesOverAfterSigkillAndLosesNothing) {
     if (w) w->signal(SIGTERM);
   }
 }
+
+// A paused (SIGSTOP) active instance loses the slot once wal_sender_timeout passes; the standby takes
+// over; when the paused one resumes it must write nothing (its chunks are fenced by the epoch the
+// successor took) and become the standby itself. Every row once, in order.
+TEST(Standby, PausedActiveIsFencedAndBecomesTheStandby) {
+  Postgres pg2;
+  pg2.extra_options = "-c wal_sender_timeout=2s";
+  pg2.start();
+  const auto conninfo = pg2.conninfo();
+  sql(conninfo, "CREATE TABLE t (id int PRIMARY KEY)");
+  const std::string slot = "paused_slot", prefix = "paused:";
+  const std::vector<std::string> args = {"run",      "--pg",    conninfo, "--redis",           redis().url(),
+                                         "--slot",   slot,      "--prefix", prefix,            "--status-interval",
+                                         "1"};
+  const auto key = prefix + "public.t";
+  auto a = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until([&] {
+    return query_one(conninfo, fmt::format("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND "
+                                           "active",
+                                           slot)) == "1";
+  }, 30s)) << a->log();
+  auto b = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until([&] { return b->log().find("standby: slot") != std::string::npos; }, 15s)) << b->log();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> committed{0};
+  std::thread load([&] {
+    while (!stop) {
+      try {
+        sql(conninfo, fmt::format("INSERT INTO t VALUES ({})", committed + 1));
+        ++committed;
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(20ms);
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  struct Stop {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Stop() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } stop_load{stop, load};
+  ASSERT_TRUE(wait_until([&] { return xlen(key) >= 200; }, 30s)) << a->log();
+
+  // Pause the active one past wal_sender_timeout: its walsender gives up, the standby takes the slot.
+  a->signal(SIGSTOP);
+  struct Resume {
+    Walstream& w;
+    bool done = false;
+    ~Resume() {
+      if (!done) w.signal(SIGCONT);
+    }
+  } resume{*a};
+  ASSERT_TRUE(wait_until([&] { return b->log().find("streaming from slot") != std::string::npos; }, 30s))
+      << b->log();
+  const int during = committed + 200;
+  ASSERT_TRUE(wait_until([&] { return xlen(key) >= during; }, 30s)) << b->log();
+  a->signal(SIGCONT);
+  resume.done = true;
+  // The resumed one finds out (fenced, or its PostgreSQL connection gone) and waits as a standby.
+  ASSERT_TRUE(wait_until([&] {
+    auto log = a->log();
+    auto standby = log.rfind("standby: slot");
+    auto streaming = log.rfind("streaming from slot");
+    return standby != std::string::npos && streaming != std::string::npos && standby > streaming;
+  }, 30s)) << a->log();
+  const int after = committed + 200;
+  ASSERT_TRUE(wait_until([&] { return xlen(key) >= after; }, 30s)) << b->log();
+  stop = true;
+  load.join();
+  const int total = committed;
+  ASSERT_TRUE(wait_until([&] { return xlen(key) >= total; }, 60s)) << b->log();
+  auto entries = xrange(key);
+  ASSERT_EQ(static_cast<int>(entries.size()), total) << a->log() << "\n----\n" << b->log();
+  for (int i = 0; i < total; ++i) {
+    ASSERT_EQ(entries[i].fields.at("after"), fmt::format(R"({{"id":{}}})", i + 1)) << "entry " << i;
+  }
+  EXPECT_EQ(count_of(a->log(), " ERROR "), 0) << a->log();
+  std::printf("paused instance after resuming: %s\n",
+              a->log().find("fenced") != std::string::npos ? "fenced by the epoch" : "lost its PostgreSQL session");
+  a->signal(SIGTERM);
+  b->signal(SIGTERM);
+  EXPECT_EQ(a->wait(), 0) << a->log();
+  EXPECT_EQ(b->wait(), 0) << b->log();
+}
+
+// The fence itself: a successor's epoch (INCR, as a taking-over instance does) makes the active
+// instance's next chunk refused before it is applied; it says so, writes nothing under the old epoch,
+// and (the slot being free again once its session ends) takes the slot back under a new epoch.
+TEST(Standby, ChunkAfterASuccessorsEpochIsFenced) {
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY)");
+  Walstream w(s.args());
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << w.log();
+  s.sql("INSERT INTO t VALUES (1)");
+  const auto key = s.stream("public.t");
+  ASSERT_TRUE(wait_until([&] { return xlen(key) == 1; })) << w.log();
+  const auto epoch_key = s.prefix + "epoch:" + s.slot;
+  const auto before = redis_command({"GET", epoch_key});
+  ASSERT_EQ(before.size(), 1u);
+  redis_command({"INCR", epoch_key});  // what a successor does when it takes the slot
+  s.sql("INSERT INTO t VALUES (2)");
+  ASSERT_TRUE(wait_until([&] { return w.log().find("fenced:") != std::string::npos; }, 15s)) << w.log();
+  // Taken back under a newer epoch, row 2 is there exactly once.
+  ASSERT_TRUE(wait_until([&] { return xlen(key) == 2 && s.caught_up(); }, 30s)) << w.log();
+  auto entries = xrange(key);
+  EXPECT_EQ(entries[1].fields.at("after"), R"({"id":2})");
+  EXPECT_GT(std::stoll(redis_command({"GET", epoch_key}).at(0)), std::stoll(before[0]) + 1) << w.log();
+  EXPECT_EQ(count_of(w.log(), " ERROR "), 0) << w.log();
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
+}

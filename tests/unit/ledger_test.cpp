@@ -588,6 +588,28 @@ TEST(LedgerInFlight, StoredMovesStoredAndWaitReleasesAcked) {
   EXPECT_FALSE(l.in_flight());
 }
 
+// --redis-wait without holding the pipeline: a stored chunk leaves flight (the next may go to the
+// master) but its checkpoint is confirmed only once a WAIT says the replicas have it.
+TEST(LedgerInFlight, StoredChunkLeavesFlightAndIsConfirmedOnlyWhenReplicated) {
+  Ledger l;
+  auto a = l.add_stream();
+  l.begin(0);
+  l.command(a, {100, 1});
+  l.commit(110);
+  send(l);
+  EXPECT_EQ(l.release_stored(), 0u);  // not stored yet: nothing to release
+  queue_all(l);
+  ASSERT_EQ(l.executed(std::nullopt, all_stored(l)).kind, Kind::Stored);
+  EXPECT_EQ(l.release_stored(), 110u);
+  EXPECT_FALSE(l.in_flight());
+  EXPECT_EQ(l.stored(), 110u);
+  EXPECT_EQ(l.acked(), 0u);
+  l.replicated(110);
+  EXPECT_EQ(l.acked(), 110u);
+  l.replicated(90);  // an older WAIT answering late never lowers it
+  EXPECT_EQ(l.acked(), 110u);
+}
+
 TEST(LedgerInFlight, MoreReplicasThanWantedRelease) {
   Ledger l;
   l.advance(300);
