@@ -388,7 +388,7 @@ int run(const Config& config) {
         // Paused or partitioned long enough to lose the slot: the successor is active; this one is
         // its standby now.
         log::warn("{}; becoming a standby", e.what());
-        standby = true;
+        standby = false;  // the next attempt finds the slot held and says "standby" once, as at start
         once.streamed = false;
         failing = false;
         continue;
