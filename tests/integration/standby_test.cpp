@@ -27,6 +27,37 @@ long count_of(const std::string& text, const std::string& what) {
   return n;
 }
 
+// A steady load: one row per transaction into t (ids 1, 2, …) from its own thread until stopped.
+class Load {
+ public:
+  explicit Load(std::string conninfo) : conninfo_(std::move(conninfo)), thread_([this] { run(); }) {}
+  ~Load() { stop(); }
+  Load(const Load&) = delete;
+  Load& operator=(const Load&) = delete;
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int committed() const { return committed_; }
+
+ private:
+  void run() {
+    while (!stop_) {
+      try {
+        sql(conninfo_, fmt::format("INSERT INTO t VALUES ({})", committed_ + 1));
+        ++committed_;
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(20ms);
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  std::string conninfo_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> committed_{0};
+  std::thread thread_;  // last: started once the rest is ready
+};
+
 }  // namespace
 
 TEST(Standby, SaysSoOnceTakesOverAfterSigkillAndLosesNothing) {
@@ -40,32 +71,12 @@ TEST(Standby, SaysSoOnceTakesOverAfterSigkillAndLosesNothing) {
       << ws[1]->log();
 
   // A steady load, one row per transaction, for the whole test.
-  std::atomic<bool> stop{false};
-  std::atomic<int> committed{0};
-  std::thread load([&] {
-    while (!stop) {
-      try {
-        s.sql(fmt::format("INSERT INTO t VALUES ({})", committed + 1));
-        ++committed;
-      } catch (const std::exception&) {
-        std::this_thread::sleep_for(20ms);
-      }
-      std::this_thread::sleep_for(2ms);
-    }
-  });
-  struct Stop {
-    std::atomic<bool>& stop;
-    std::thread& t;
-    ~Stop() {
-      stop = true;
-      if (t.joinable()) t.join();
-    }
-  } stop_load{stop, load};
+  Load load(s.conninfo);
 
   const auto key = s.stream("public.t");
   // The standby waits quietly: over a few seconds of load it logs nothing after its one line.
-  const int first = committed + 300;
-  ASSERT_TRUE(wait_until([&] { return committed >= first && xlen(key) >= first; }, 60s)) << ws[0]->log();
+  const int first = load.committed() + 300;
+  ASSERT_TRUE(wait_until([&] { return load.committed() >= first && xlen(key) >= first; }, 60s)) << ws[0]->log();
   EXPECT_EQ(count_of(ws[1]->log(), "standby: slot"), 1) << ws[1]->log();
   EXPECT_EQ(count_of(ws[1]->log(), " WARN "), 0) << ws[1]->log();
   EXPECT_EQ(count_of(ws[1]->log(), " ERROR "), 0) << ws[1]->log();
@@ -84,16 +95,15 @@ TEST(Standby, SaysSoOnceTakesOverAfterSigkillAndLosesNothing) {
         << "round " << round << ": no takeover\n" << ws[standby]->log();
     takeover_s.push_back(std::chrono::duration<double>(Clock::now() - killed).count());
     EXPECT_LT(takeover_s.back(), 5.0) << "round " << round << "\n" << ws[standby]->log();
-    const int target = committed + 200;
+    const int target = load.committed() + 200;
     ASSERT_TRUE(wait_until([&] { return xlen(key) >= target; }, 60s)) << ws[standby]->log();
     ws[active] = std::make_unique<Walstream>(s.args());
     ASSERT_TRUE(wait_until([&] { return ws[active]->log().find("standby: slot") != std::string::npos; }, 15s))
         << ws[active]->log();
     active = standby;
   }
-  stop = true;
-  load.join();
-  const int total = committed;
+  load.stop();
+  const int total = load.committed();
   ASSERT_TRUE(wait_until([&] { return s.caught_up() && xlen(key) >= total; }, 60s)) << ws[active]->log();
 
   // Exactly the committed rows, each once, in commit order.
@@ -136,27 +146,7 @@ TEST(Standby, PausedActiveIsFencedAndBecomesTheStandby) {
   auto b = std::make_unique<Walstream>(args);
   ASSERT_TRUE(wait_until([&] { return b->log().find("standby: slot") != std::string::npos; }, 15s)) << b->log();
 
-  std::atomic<bool> stop{false};
-  std::atomic<int> committed{0};
-  std::thread load([&] {
-    while (!stop) {
-      try {
-        sql(conninfo, fmt::format("INSERT INTO t VALUES ({})", committed + 1));
-        ++committed;
-      } catch (const std::exception&) {
-        std::this_thread::sleep_for(20ms);
-      }
-      std::this_thread::sleep_for(2ms);
-    }
-  });
-  struct Stop {
-    std::atomic<bool>& stop;
-    std::thread& t;
-    ~Stop() {
-      stop = true;
-      if (t.joinable()) t.join();
-    }
-  } stop_load{stop, load};
+  Load load(conninfo);
   ASSERT_TRUE(wait_until([&] { return xlen(key) >= 200; }, 30s)) << a->log();
 
   // Pause the active one past wal_sender_timeout: its walsender gives up, the standby takes the slot.
@@ -170,7 +160,7 @@ TEST(Standby, PausedActiveIsFencedAndBecomesTheStandby) {
   } resume{*a};
   ASSERT_TRUE(wait_until([&] { return b->log().find("streaming from slot") != std::string::npos; }, 30s))
       << b->log();
-  const int during = committed + 200;
+  const int during = load.committed() + 200;
   ASSERT_TRUE(wait_until([&] { return xlen(key) >= during; }, 30s)) << b->log();
   a->signal(SIGCONT);
   resume.done = true;
@@ -181,11 +171,10 @@ TEST(Standby, PausedActiveIsFencedAndBecomesTheStandby) {
     auto streaming = log.rfind("streaming from slot");
     return standby != std::string::npos && streaming != std::string::npos && standby > streaming;
   }, 30s)) << a->log();
-  const int after = committed + 200;
+  const int after = load.committed() + 200;
   ASSERT_TRUE(wait_until([&] { return xlen(key) >= after; }, 30s)) << b->log();
-  stop = true;
-  load.join();
-  const int total = committed;
+  load.stop();
+  const int total = load.committed();
   ASSERT_TRUE(wait_until([&] { return xlen(key) >= total; }, 60s)) << b->log();
   auto entries = xrange(key);
   ASSERT_EQ(static_cast<int>(entries.size()), total) << a->log() << "\n----\n" << b->log();
