@@ -64,7 +64,6 @@ void Ledger::command(Handle stream, StreamId id, std::size_t bytes, std::uint32_
 void Ledger::commit(std::uint64_t end_lsn) {
   in_txn_ = false;
   building_.txn_start = kNone;
-  if (!building_.commands.empty()) building_.ack_lsn = std::max(building_.ack_lsn, end_lsn);
   // With nothing in the chunk (all replays, no published table, or its last entries already in
   // flight) the position still needs a checkpoint before it may be confirmed.
   pending_ = std::max(pending_, end_lsn);
@@ -84,15 +83,13 @@ std::uint64_t Ledger::next_checkpoint() const {
   // Every transaction completed so far is either in this part or already stored (one chunk in
   // flight at a time), so the newest completed position is safe to record; with a cut, the open
   // transaction (after every completed one) is not in this part.
-  std::uint64_t lsn = std::max(building_.ack_lsn, pending_);
-  return lsn > checkpoint_sent_ ? lsn : 0;
+  return pending_ > checkpoint_sent_ ? pending_ : 0;
 }
 
 void Ledger::sent(const Cut& cut, std::uint64_t checkpoint) {
   Chunk c;
   c.commands.assign(building_.commands.begin(), building_.commands.begin() + static_cast<std::ptrdiff_t>(cut.commands));
   if (checkpoint) c.commands.push_back({kNoStream, {}});
-  c.ack_lsn = building_.ack_lsn;
   c.checkpoint = checkpoint;
   checkpoint_sent_ = std::max(checkpoint_sent_, checkpoint);
 

@@ -128,6 +128,8 @@ class Ledger {
   // The last checkpoint Redis stored (maybe not yet replicated).
   std::uint64_t stored() const { return stored_; }
   // A position waits for a checkpoint that no chunk will carry (nothing else to write).
+  // The newest checkpoint sent in a chunk (0: none yet in this session).
+  std::uint64_t checkpoint_sent() const { return checkpoint_sent_; }
   bool checkpoint_due() const { return pending_ > checkpoint_sent_ && building_.commands.empty() && !in_txn_; }
   std::uint64_t entries_written() const { return entries_written_; }
 
@@ -146,7 +148,6 @@ class Ledger {
     std::vector<Command> commands;
     std::size_t entries = 0, entry_bytes = 0;
     std::size_t txn_entries = 0, txn_entry_bytes = 0;  // of the open transaction, in this chunk
-    std::uint64_t ack_lsn = 0;  // end of the last transaction completed in it
     std::uint64_t checkpoint = 0;
     // The open transaction's first command in this chunk, and its byte offset; npos: not in it.
     std::size_t txn_start = static_cast<std::size_t>(-1);
