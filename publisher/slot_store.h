@@ -55,8 +55,4 @@ class SlotStore {
   Keys keys_;
 };
 
-// "0/16B3748" <-> 23803720, as PostgreSQL prints LSNs (upper-case hex, no padding).
-std::string format_lsn_text(std::uint64_t lsn);
-std::optional<std::uint64_t> parse_lsn_text(std::string_view text);
-
 }  // namespace walstream

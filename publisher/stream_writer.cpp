@@ -19,18 +19,6 @@ constexpr StreamWriter::Handle kNoStream = Ledger::kNoStream;
 
 }  // namespace
 
-std::optional<StreamId> parse_stream_id(std::string_view text) {
-  auto dash = text.find('-');
-  if (dash == std::string_view::npos) return std::nullopt;
-  StreamId id;
-  auto a = std::from_chars(text.data(), text.data() + dash, id.ms);
-  auto b = std::from_chars(text.data() + dash + 1, text.data() + text.size(), id.seq);
-  if (a.ec != std::errc() || a.ptr != text.data() + dash || b.ec != std::errc() || b.ptr != text.data() + text.size()) {
-    return std::nullopt;
-  }
-  return id;
-}
-
 StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_(nullptr, redisFree) {
   if (options_.maxlen) maxlen_text_ = std::to_string(*options_.maxlen);
   wait_replicas_text_ = std::to_string(options_.wait_replicas);
@@ -208,13 +196,11 @@ void StreamWriter::send_chunk() {
     chunk.truncate(cut.bytes);
   }
   if (checkpoint) {
-    char lsn[32];
-    auto text = fmt::format_to_n(lsn, sizeof lsn, "{:X}/{:X}", checkpoint >> 32, checkpoint & 0xffffffffu);
     chunk.command(4);
     chunk.arg("HSET");
     chunk.arg(options_.checkpoint_key);
     chunk.arg("lsn");
-    chunk.arg({lsn, text.size});
+    chunk.arg(format_lsn_text(checkpoint));
   }
   chunk.command(1);
   chunk.arg("EXEC");
@@ -227,8 +213,7 @@ void StreamWriter::send_chunk() {
   if (cut.carry) std::swap(building_, spare_);
   ledger_.sent(cut, checkpoint);
   expected_.push_back({Expected::Chunk, 0});
-  if (checkpoint) last_checkpoint_sent_ = checkpoint;
-  if (options_.wait_replicas > 0) send_wait(last_checkpoint_sent_);
+  if (options_.wait_replicas > 0) send_wait(ledger_.checkpoint_sent());
   if (!fence_key_.empty()) send_fence_check();
   flush_out();
 }
@@ -350,9 +335,7 @@ void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
                           "cannot have written it (an XADD with an automatic ID, or a Redis restored from another "
                           "database); walstream stops rather than take this table's changes for replays: delete or "
                           "rename the stream (or use another --prefix), then start again",
-                          s.key, id->str(), fmt::format("{:X}/{:X}", ledger_.wal_limit() >> 32,
-                                                        ledger_.wal_limit() & 0xffffffffu),
-                          ledger_.wal_limit()));
+                          s.key, id->str(), format_lsn_text(ledger_.wal_limit()), ledger_.wal_limit()));
         }
         return;
       }

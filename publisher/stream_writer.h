@@ -150,7 +150,6 @@ class StreamWriter {
   std::vector<std::optional<std::string_view>> results_;
   std::optional<long long> wait_shortfall_;
   std::size_t waits_queued_ = 0;
-  std::uint64_t last_checkpoint_sent_ = 0;
   std::string fence_key_, fence_epoch_;  // empty: not fenced
   bool fence_pending_ = false;           // WATCH + GET sent, GET's answer not yet seen
   std::string maxlen_text_;
