@@ -97,10 +97,7 @@ void Pipeline::on(const pgoutput::Message& m) {
   if (!m.transactional && in_txn_) {
     throw PgError(false, "protocol error: a non-transactional Message inside a transaction");
   }
-  std::string prefix(m.prefix);
-  auto it = message_streams_.find(prefix);
-  if (it == message_streams_.end()) it = message_streams_.emplace(prefix, writer_.stream(keys_.messages(prefix))).first;
-  auto stream = it->second;
+  auto stream = writer_.stream(keys_.messages(m.prefix));  // the writer keeps streams by key
   ensure_hwm(writer_, stream, wait_until_);
   lsn_text_ = copy::format_lsn(m.lsn);
   fields_.assign({{"prefix", m.prefix}, {"content", m.content}, {"transactional", m.transactional ? "1" : "0"},
@@ -190,11 +187,9 @@ void Pipeline::on(const pgoutput::Relation& m) {
 }
 
 StreamWriter::Handle Pipeline::event_stream(std::string_view aggregate_type) {
-  std::string name(aggregate_type);
-  auto it = event_streams_.find(name);
-  if (it == event_streams_.end()) it = event_streams_.emplace(name, writer_.stream(keys_.events(name))).first;
-  ensure_hwm(writer_, it->second, wait_until_);
-  return it->second;
+  auto stream = writer_.stream(keys_.events(aggregate_type));  // the writer keeps streams by key
+  ensure_hwm(writer_, stream, wait_until_);
+  return stream;
 }
 
 // One outbox row -> one event on <prefix>events:<aggregate type>, an entry of its transaction. A row

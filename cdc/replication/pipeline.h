@@ -92,8 +92,6 @@ class Pipeline {
   std::uint64_t current_lsn_ = 0;
   std::uint64_t changes_ = 0;
 
-  std::unordered_map<std::string, StreamWriter::Handle> message_streams_;
-  std::unordered_map<std::string, StreamWriter::Handle> event_streams_;
   StreamWriter::Handle transactions_stream_ = 0;
   // The open transaction's entries per stream (for its marker), in first-touched order.
   std::vector<std::pair<StreamWriter::Handle, std::uint64_t>> txn_streams_;
