@@ -2,9 +2,13 @@
 #include <cxxopts.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <regex>
+#include <string>
+#include <vector>
 
 #include "config.h"
 #include "errors.h"
@@ -37,26 +41,49 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// --redis-wait-timeout -> WALSTREAM_REDIS_WAIT_TIMEOUT
+std::string env_name(const std::string& flag) {
+  std::string env = "WALSTREAM_";
+  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return env;
+}
+
 // A flag wins over its WALSTREAM_* variable, which wins over the default.
 std::string setting(const cxxopts::ParseResult& r, const std::string& flag, const std::string& fallback) {
   if (r.count(flag)) return r[flag].as<std::string>();
-  std::string env = "WALSTREAM_";
-  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (const char* v = std::getenv(env.c_str()); v && *v) return v;
+  if (const char* v = std::getenv(env_name(flag).c_str()); v && *v) return v;
   return fallback;
 }
 
 // A flag without a value, or its variable set to 1/0 (true/false).
 bool switch_setting(const cxxopts::ParseResult& r, const std::string& flag) {
   if (r.count(flag)) return true;
-  std::string env = "WALSTREAM_";
-  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const auto env = env_name(flag);
   auto v = setting(r, flag, "");
   if (v.empty()) return false;
   if (v != "1" && v != "0" && v != "true" && v != "false") {
     throw UsageError(fmt::format("{} must be 1 or 0, not '{}'", env, v));
   }
   return v == "1" || v == "true";
+}
+
+// "a,b," -> {"a", "b", ""}: every piece, empty ones too, for the caller to refuse.
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0; start <= list.size();) {
+    auto end = std::min(list.find(',', start), list.size());
+    out.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+// A table as its stream is keyed (schema/relation_cache.h), `public` when no schema is given;
+// nullopt when the name does not parse.
+std::optional<std::string> stream_table_name(const std::string& text) {
+  auto name = walstream::parse_qualified_table_name(text);
+  if (!name) return std::nullopt;
+  return walstream::qualified_table_name(name->first.empty() ? "public" : name->first, name->second);
 }
 
 std::uint64_t parse_positive(const std::string& text, const char* what) {
@@ -215,18 +242,12 @@ Config parse_run(int argc, char** argv) {
   if (r.count("outbox")) {
     outbox = r["outbox"].as<std::vector<std::string>>();
   } else if (const char* v = std::getenv("WALSTREAM_OUTBOX"); v && *v) {
-    std::string list = v;
-    for (std::size_t start = 0; start <= list.size();) {
-      auto end = std::min(list.find(',', start), list.size());
-      outbox.push_back(list.substr(start, end - start));
-      start = end + 1;
-    }
+    outbox = split_commas(v);
   }
   for (const auto& t : outbox) {
-    auto name = walstream::parse_qualified_table_name(t);
+    auto name = stream_table_name(t);
     if (!name) throw UsageError(fmt::format("--outbox: bad table name '{}', expected schema.table", t));
-    c.outbox_tables.push_back(walstream::qualified_table_name(name->first.empty() ? "public" : name->first,
-                                                              name->second));
+    c.outbox_tables.push_back(*name);
   }
   auto& oc = c.outbox_columns;
   oc.id = setting(r, "outbox-id-column", oc.id);
@@ -237,12 +258,9 @@ Config parse_run(int argc, char** argv) {
   if (auto m = setting(r, "messages", "all"); m == "none") {
     c.messages = false;
   } else if (m != "all") {
-    for (std::size_t start = 0; start <= m.size();) {
-      auto end = std::min(m.find(',', start), m.size());
-      auto p = m.substr(start, end - start);
+    for (auto& p : split_commas(m)) {
       if (p.empty()) throw UsageError(fmt::format("--messages: empty prefix in '{}'", m));
-      c.message_prefixes.push_back(p);
-      start = end + 1;
+      c.message_prefixes.push_back(std::move(p));
     }
   }
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
@@ -326,10 +344,9 @@ int cmd_tail(int argc, char** argv) {
   if (r.count("tables")) {
     for (auto name : r["tables"].as<std::vector<std::string>>()) {
       // The stream key's form of the name: a part with a dot or a quote is double-quoted.
-      auto parsed = walstream::parse_qualified_table_name(name);
+      auto parsed = stream_table_name(name);
       if (!parsed) throw UsageError(fmt::format("tail: bad table name '{}', expected schema.table", name));
-      t.tables.push_back(
-          walstream::qualified_table_name(parsed->first.empty() ? "public" : parsed->first, parsed->second));
+      t.tables.push_back(*parsed);
     }
   }
   if (r.count("events")) {
