@@ -315,6 +315,28 @@ void expect_resnapshot_recovers(const Scope& s, const std::vector<Entry>& before
   stop(w);
 }
 
+// After a fatal run refused row 2: its transaction was not confirmed, and once the operator deletes the
+// stream, the next run writes that row, once, as an insert.
+void expect_refused_row_recovers(const Scope& s, RefSlot& ref, const std::optional<std::uint64_t>& after_fatal,
+                                 const std::string& key) {
+  ASSERT_TRUE(after_fatal.has_value());
+  const auto commit_end = ref.commit_end_of_row(2);
+  EXPECT_LT(*after_fatal, commit_end) << "the refused row's transaction (commit ends at " << lsn_text(commit_end)
+                                      << ") was confirmed: slot at " << lsn_text(*after_fatal);
+
+  // The operator's fix: nothing that was refused is lost.
+  redis_command({"DEL", key});
+  Walstream w(s.args());
+  // Not Scope::caught_up(): a replayed transaction's confirmation may wait for the next WAL record.
+  wait_until([&] { return !w.running() || xlen(key) >= 1; }, 15s);
+  auto entries = xrange(key);
+  ASSERT_EQ(entries.size(), 1u) << "the row refused by the fatal run is lost\n" << w.log();
+  EXPECT_EQ(field(entries[0], "key"), key_of(2));
+  EXPECT_EQ(field(entries[0], "op"), "c");
+  EXPECT_TRUE(w.running()) << w.log();
+  stop(w);
+}
+
 }  // namespace
 
 // No slot and no checkpoint: walstream creates the slot, copies the existing rows as `r`, then streams.
@@ -367,22 +389,7 @@ TEST(ExactlyOnce, ImpossibleHighWaterMarkIsFatal) {
     EXPECT_TRUE(std::regex_search(line, std::regex(R"(\bWAL\b)", std::regex::icase))) << "no 'WAL' in: " << line;
     after_fatal = confirmed(s);
   }
-  ASSERT_TRUE(after_fatal.has_value());
-  const auto commit_end = ref.commit_end_of_row(2);
-  EXPECT_LT(*after_fatal, commit_end) << "the refused row's transaction (commit ends at " << lsn_text(commit_end)
-                                      << ") was confirmed: slot at " << lsn_text(*after_fatal);
-
-  // The operator's fix: nothing that was refused is lost.
-  redis_command({"DEL", key});
-  Walstream w(s.args());
-  // Not Scope::caught_up(): a replayed transaction's confirmation may wait for the next WAL record.
-  wait_until([&] { return !w.running() || xlen(key) >= 1; }, 15s);
-  auto entries = xrange(key);
-  ASSERT_EQ(entries.size(), 1u) << "the row refused by the fatal run is lost\n" << w.log();
-  EXPECT_EQ(field(entries[0], "key"), key_of(2));
-  EXPECT_EQ(field(entries[0], "op"), "c");
-  EXPECT_TRUE(w.running()) << w.log();
-  stop(w);
+  expect_refused_row_recovers(s, ref, after_fatal, key);
 }
 
 // 2. Someone XADDs an ID above walstream's next one while it runs: its next XADD is refused, which is
@@ -402,20 +409,7 @@ TEST(ExactlyOnce, AnotherWriterMidSessionIsFatal) {
     expect_fatal(w, since, {key, "another writer"});
     after_fatal = confirmed(s);
   }
-  ASSERT_TRUE(after_fatal.has_value());
-  const auto commit_end = ref.commit_end_of_row(2);
-  EXPECT_LT(*after_fatal, commit_end) << "the refused row's transaction (commit ends at " << lsn_text(commit_end)
-                                      << ") was confirmed: slot at " << lsn_text(*after_fatal);
-
-  redis_command({"DEL", key});
-  Walstream w(s.args());
-  // Not Scope::caught_up(): a replayed transaction's confirmation may wait for the next WAL record.
-  wait_until([&] { return !w.running() || xlen(key) >= 1; }, 15s);
-  auto entries = xrange(key);
-  ASSERT_EQ(entries.size(), 1u) << "the row refused by the fatal run is lost\n" << w.log();
-  EXPECT_EQ(field(entries[0], "key"), key_of(2));
-  EXPECT_TRUE(w.running()) << w.log();
-  stop(w);
+  expect_refused_row_recovers(s, ref, after_fatal, key);
 }
 
 // 3. SIGKILL while a 30,000-row transaction is being stored in 4096-entry chunks: the next run skips
