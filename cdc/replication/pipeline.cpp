@@ -33,6 +33,7 @@ void Pipeline::on(const pgoutput::Begin& m) {
   seq_ = 0;
   txn_.xid = std::to_string(m.xid);
   txn_.ts = format_pg_timestamp(m.commit_time);
+  commit_time_ = m.commit_time;
   txn_streams_.clear();
   writer_.begin_transaction();
 }
@@ -48,6 +49,9 @@ void Pipeline::on(const pgoutput::Commit& m) {
   if (options_.transactions && !txn_streams_.empty()) add_marker();
   in_txn_ = false;
   writer_.mark_commit(m.end_lsn);
+  last_commit_end_ = m.end_lsn;
+  last_commit_time_ = commit_time_;
+  ++transactions_;
 }
 
 void Pipeline::add_marker() {

@@ -39,6 +39,11 @@ class Pipeline {
 
   bool in_transaction() const { return in_txn_; }
   std::uint64_t changes() const { return changes_; }
+  // The last transaction whose Commit was handled (all its entries added): its end LSN and commit
+  // time (PostgreSQL microseconds since 2000-01-01); 0 before the first. transactions() counts them.
+  std::uint64_t last_commit_end() const { return last_commit_end_; }
+  std::int64_t last_commit_time() const { return last_commit_time_; }
+  std::uint64_t transactions() const { return transactions_; }
 
  private:
   // Where an outbox table's columns are (indexes into its columns; npos when it has none).
@@ -91,6 +96,10 @@ class Pipeline {
   std::string lsn_text_;
   std::uint64_t current_lsn_ = 0;
   std::uint64_t changes_ = 0;
+  std::int64_t commit_time_ = 0;  // the open transaction's
+  std::uint64_t last_commit_end_ = 0;
+  std::int64_t last_commit_time_ = 0;
+  std::uint64_t transactions_ = 0;
 
   StreamWriter::Handle transactions_stream_ = 0;
   // The open transaction's entries per stream (for its marker), in first-touched order.
