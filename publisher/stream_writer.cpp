@@ -212,6 +212,7 @@ void StreamWriter::send_chunk() {
   chunk.clear();
   if (cut.carry) std::swap(building_, spare_);
   ledger_.sent(cut, checkpoint);
+  chunk_sent_at_ = std::chrono::steady_clock::now();
   expected_.push_back({Expected::Chunk, 0});
   if (options_.wait_replicas > 0) send_wait(ledger_.checkpoint_sent());
   if (!fence_key_.empty()) send_fence_check();
@@ -302,6 +303,7 @@ void StreamWriter::handle_reply(Reply reply) {
         // Stored on this Redis but not on enough replicas: not confirmed. A WAIT queued after this
         // one covers it too; without one, ask again. Chunks go on to the master meanwhile.
         wait_shortfall_ = reply.integer();
+        ++wait_shortfalls_;
         if (waits_queued_ == 0) {
           send_wait(e.checkpoint);
           flush_out();
@@ -378,6 +380,9 @@ void StreamWriter::finish_chunk(Reply r) {
   };
   switch (outcome.kind) {
     case Kind::Stored:
+      if (options_.chunk_stored) {
+        options_.chunk_stored(std::chrono::duration<double>(std::chrono::steady_clock::now() - chunk_sent_at_).count());
+      }
       // Without --redis-wait a stored chunk is acknowledged at once; with it, WAIT's reply releases it.
       if (options_.wait_replicas == 0) {
         ledger_.waited(0, 0);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -39,6 +40,8 @@ class StreamWriter {
     std::chrono::milliseconds wait_timeout{1000};
     std::size_t chunk_bytes = 1 << 20;    // a chunk closes once its commands reach this size…
     std::size_t chunk_commands = 4096;    // …or this many commands
+    // Called with the seconds from sending a chunk to Redis's EXEC answer, for each chunk stored.
+    std::function<void(double)> chunk_stored;
   };
   using Fields = std::span<const std::pair<std::string_view, std::string_view>>;
   using Handle = Ledger::Handle;
@@ -105,6 +108,8 @@ class StreamWriter {
   std::optional<Ledger::ReplayRun> take_replays(bool ended_only = false) { return ledger_.take_replays(ended_only); }
   // The last WAIT that found too few replicas since the previous call: the count it found.
   std::optional<long long> take_wait_shortfall() { return std::exchange(wait_shortfall_, std::nullopt); }
+  // WAIT answers that found too few replicas, in this connection.
+  std::uint64_t wait_shortfalls() const { return wait_shortfalls_; }
 
  private:
   struct Stream {
@@ -149,12 +154,14 @@ class StreamWriter {
   std::deque<Expected> expected_;
   std::vector<std::optional<std::string_view>> results_;
   std::optional<long long> wait_shortfall_;
+  std::uint64_t wait_shortfalls_ = 0;
   std::size_t waits_queued_ = 0;
   std::string fence_key_, fence_epoch_;  // empty: not fenced
   bool fence_pending_ = false;           // WATCH + GET sent, GET's answer not yet seen
   std::string maxlen_text_;
   std::string wait_replicas_text_, wait_timeout_text_;
   std::size_t xadd_head_args_ = 0;  // arguments in every Stream::xadd_head
+  std::chrono::steady_clock::time_point chunk_sent_at_{};
 };
 
 }  // namespace walstream

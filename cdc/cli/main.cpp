@@ -13,6 +13,7 @@
 #include "config.h"
 #include "errors.h"
 #include "log.h"
+#include "metrics_server.h"
 #include "relation_cache.h"
 #include "run_loop.h"
 #include "stop_signal.h"
@@ -165,6 +166,12 @@ cxxopts::Options run_options() {
        cxxopts::value<std::string>())
       ("transactions", "write a marker entry per committed transaction on <prefix>transactions, in the same "
                        "MULTI/EXEC as its last entries [WALSTREAM_TRANSACTIONS=1]")
+      ("metrics-listen", "serve /metrics (Prometheus), /healthz and /readyz (200 only while this instance is "
+                         "active) on HOST:PORT, e.g. 127.0.0.1:9464 or :9464 [WALSTREAM_METRICS_LISTEN] "
+                         "(default: off)", cxxopts::value<std::string>())
+      ("lag-warn", "warn (log and walstream_lag_warning) when the slot is this far behind: comma-separated WAL "
+                   "size and/or time, e.g. 512MB or 1GiB,10m; 0B or 0s turns one off [WALSTREAM_LAG_WARN] "
+                   "(default 1GiB,5m)", cxxopts::value<std::string>())
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -263,6 +270,19 @@ Config parse_run(int argc, char** argv) {
       c.message_prefixes.push_back(std::move(p));
     }
   }
+  c.metrics_listen = setting(r, "metrics-listen", "");
+  if (!c.metrics_listen.empty()) {
+    try {
+      walstream::parse_listen_address(c.metrics_listen);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(fmt::format("--metrics-listen: {}", e.what()));
+    }
+  }
+  try {
+    c.lag_warn = walstream::parse_lag_warn(setting(r, "lag-warn", "1GiB,5m"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--lag-warn: {}", e.what()));
+  }
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");
@@ -277,6 +297,15 @@ Config parse_run(int argc, char** argv) {
 int cmd_run(int argc, char** argv) {
   Config config = parse_run(argc, argv);
   walstream::install_stop_handlers();
+  // Up before anything else: /healthz answers while walstream starts, and a port that cannot be
+  // taken is a start-up problem.
+  std::optional<walstream::MetricsServer> metrics;
+  try {
+    if (!config.metrics_listen.empty()) metrics.emplace(walstream::parse_listen_address(config.metrics_listen));
+  } catch (const std::exception& e) {
+    walstream::log::error("{}", e.what());
+    return 1;
+  }
   // Start-up problems are the operator's to fix: say so in one line and exit. Once running, the
   // same failures are outages and the run loop retries them.
   try {
@@ -484,7 +513,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "--version") {
-      std::cout << "walstream 0.1.0\n";
+      std::cout << "walstream " << WALSTREAM_VERSION << "\n";
       return 0;
     }
     if (cmd.empty()) {

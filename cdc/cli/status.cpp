@@ -241,15 +241,6 @@ void gather_redis(const StatusOptions& o, Report& r) {
   }
 }
 
-std::string bytes_text(long long n) {
-  if (n < 1024) return fmt::format("{} B", n);
-  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = -1;
-  while (v >= 1024 && u < 3) v /= 1024, ++u;
-  return fmt::format("{:.1f} {} ({} B)", v, units[u], n);
-}
-
 // The problems, from what was gathered: each one line an operator can act on.
 void judge(const StatusOptions& o, Report& r) {
   Keys keys{o.prefix, o.slot};
@@ -572,36 +563,6 @@ void human_report(std::ostream& out, const StatusOptions& o, const Report& r) {
 }
 
 }  // namespace
-
-std::optional<std::uint64_t> parse_byte_size(std::string_view text) {
-  std::size_t i = 0;
-  std::uint64_t n = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
-    auto d = static_cast<std::uint64_t>(text[i] - '0');
-    if (n > (UINT64_MAX - d) / 10) return std::nullopt;
-    n = n * 10 + d;
-    ++i;
-  }
-  if (i == 0) return std::nullopt;
-  std::string unit;
-  for (char c : text.substr(i)) unit.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  int shift = 0;
-  if (unit.empty() || unit == "b") {
-    shift = 0;
-  } else if (unit == "k" || unit == "kb" || unit == "kib") {
-    shift = 10;
-  } else if (unit == "m" || unit == "mb" || unit == "mib") {
-    shift = 20;
-  } else if (unit == "g" || unit == "gb" || unit == "gib") {
-    shift = 30;
-  } else if (unit == "t" || unit == "tb" || unit == "tib") {
-    shift = 40;
-  } else {
-    return std::nullopt;
-  }
-  if (n == 0 || n > (UINT64_MAX >> shift)) return std::nullopt;
-  return n << shift;
-}
 
 int status(const StatusOptions& options, std::ostream& out, std::ostream& err) {
   Report r;

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "redis_url.h"
+#include "units.h"
 
 namespace walstream {
 
@@ -23,10 +24,6 @@ struct StatusOptions {
   std::uint64_t lag_warn = std::uint64_t{1} << 30;  // bytes of WAL the slot may be behind before it is a problem
   bool json = false;
 };
-
-// "1073741824", "64MB", "1GB", "512kB", "2GiB" -> bytes (k/M/G/T are powers of 1024, as in PostgreSQL's
-// settings; an optional B or iB). nullopt when the text is no such size, or is zero.
-std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
 // Gathers, prints the report on `out` and one line per problem on `err`. Returns 0 when healthy, 1 when
 // behind or broken (a server that cannot be reached is one of the problems).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "redis_url.h"
+#include "units.h"
 
 namespace walstream {
 
@@ -45,6 +46,8 @@ struct Config {
   bool transactions = false;                  // a marker entry per transaction on <prefix>transactions
   std::vector<std::string> outbox_tables;     // qualified names (schema/relation_cache.h) of outbox tables
   OutboxColumns outbox_columns;
+  LagWarn lag_warn;  // the WAL guard's thresholds (wal_guard.h)
+  std::string metrics_listen;  // HOST:PORT of the metrics endpoint (the CLI serves it); empty: off
 };
 
 // What outlives one session. The two start-up decisions an operator asks for once are honoured at the

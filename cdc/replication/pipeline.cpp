@@ -4,6 +4,7 @@
 
 #include "errors.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg_time.h"
 
 #include <algorithm>
@@ -118,19 +119,20 @@ void Pipeline::on(const pgoutput::Message& m) {
   writer_.mark_commit(m.lsn);
 }
 
-void Pipeline::add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields) {
+bool Pipeline::add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields) {
   // Full before adding, not after: the transaction's last entries then stay in the chunk its commit
   // (and its marker) closes.
   send_if_full(writer_, wait_until_);
-  writer_.add_entry(stream, id, fields);
-  if (!options_.transactions) return;
+  bool added = writer_.add_entry(stream, id, fields);
+  if (!options_.transactions) return added;
   for (auto& [s, n] : txn_streams_) {
     if (s == stream) {
       ++n;
-      return;
+      return added;
     }
   }
   txn_streams_.emplace_back(stream, 1);
+  return added;
 }
 
 void Pipeline::on(const pgoutput::Relation& m) {
@@ -151,6 +153,7 @@ void Pipeline::on(const pgoutput::Relation& m) {
   const auto& stored = relations_.put(std::move(table));
   auto& t = targets_[m.relid];
   t.table = &stored;
+  t.published = &metrics::registry().changes.at(stored.qualified);
   t.registered = false;
   t.outbox.reset();
   if (std::find(options_.outbox_tables.begin(), options_.outbox_tables.end(), stored.qualified) ==
@@ -233,7 +236,7 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
     fields_.push_back({"lsn", lsn_text_});
     fields_.push_back({"xid", txn_.xid});
     fields_.push_back({"ts", txn_.ts});
-    add(event_stream(*aggregate_type), StreamId{commit_lsn_, ++seq_}, fields_);
+    if (add(event_stream(*aggregate_type), StreamId{commit_lsn_, ++seq_}, fields_)) t.published->add();
     return;
   }
   log::warn("outbox row of {} at {} is not an event ({}): published on {}", t.table->qualified, lsn_text_, reason,
@@ -248,7 +251,7 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
   fields_.push_back({"lsn", lsn_text_});
   fields_.push_back({"xid", txn_.xid});
   fields_.push_back({"ts", txn_.ts});
-  add(stream, StreamId{commit_lsn_, ++seq_}, fields_);
+  if (add(stream, StreamId{commit_lsn_, ++seq_}, fields_)) t.published->add();
 }
 
 void Pipeline::on(const pgoutput::Type& m) { catalog_.forget_type(m.oid); }
@@ -293,7 +296,7 @@ void Pipeline::emit(Target& t, std::span<const Field> fields) {
     writer_.add_hset(keys_.registry(t.table->qualified), t.table->version, t.table->registry_json);
     t.registered = true;
   }
-  add(t.stream, StreamId{commit_lsn_, ++seq_}, fields);
+  if (add(t.stream, StreamId{commit_lsn_, ++seq_}, fields)) t.published->add();
 }
 
 void Pipeline::on(const pgoutput::Insert& m) {

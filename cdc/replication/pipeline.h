@@ -14,6 +14,7 @@
 #include "copy_protocol.h"
 #include "json.h"
 #include "keys.h"
+#include "metrics.h"
 #include "pgoutput.h"
 #include "record.h"
 #include "relation_cache.h"
@@ -56,6 +57,7 @@ class Pipeline {
     StreamWriter::Handle stream = 0;
     bool registered = false;  // the schema version's registry entry is queued in this session
     std::optional<Outbox> outbox;
+    metrics::Counter* published = nullptr;  // walstream_changes_total{table}: entries added (not replays)
   };
 
   void on(const pgoutput::Begin& m);
@@ -73,7 +75,8 @@ class Pipeline {
   const std::vector<Cell>& cells(const pgoutput::Tuple& tuple, std::vector<Cell>& out);
   void emit(Target& t, std::span<const Field> fields);
   // Adds one entry of the open transaction (the next seq); counts it for the transaction's marker.
-  void add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
+  // False when Redis already has it (a replay).
+  bool add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
   void add_marker();
   void publish_event(Target& t, const pgoutput::Insert& m);
   StreamWriter::Handle event_stream(std::string_view aggregate_type);

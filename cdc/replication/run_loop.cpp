@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "copy_protocol.h"
 #include "errors.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg_conn.h"
 #include "pg_time.h"
 #include "pipeline.h"
@@ -22,6 +24,7 @@
 #include "snapshot.h"
 #include "stop_signal.h"
 #include "stream_writer.h"
+#include "wal_guard.h"
 
 namespace walstream {
 namespace {
@@ -36,20 +39,71 @@ std::int64_t now_pg_micros() {
   return unix_to_pg_micros(us.count());
 }
 
+// The slot as pg_replication_slots shows it, read on one plain SQL connection (the probe) that a
+// standby and the WAL guard share.
+struct SlotHealth {
+  bool active = false;     // a walsender holds it
+  std::string wal_status;  // reserved, extended, unreserved, lost ('' when unknown)
+  std::optional<long long> safe_wal_size;
+  std::optional<long long> lag_bytes;  // pg_current_wal_lsn() - confirmed_flush_lsn
+};
+
+// nullopt when the slot does not exist or the probe failed (then the probe reconnects next time).
+std::optional<SlotHealth> read_slot(const Config& config, std::optional<PgConnection>& probe) {
+  try {
+    if (!probe) probe.emplace(PgConnection::open(config.pg, false));
+    auto r = probe->exec_params("SELECT active, coalesce(wal_status, ''), safe_wal_size, "
+                                "(pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
+                                "FROM pg_replication_slots WHERE slot_name = $1",
+                                {config.slot}, PGRES_TUPLES_OK);
+    if (PQntuples(r.get()) != 1) return std::nullopt;
+    SlotHealth h;
+    h.active = std::string_view(PQgetvalue(r.get(), 0, 0)) == "t";
+    h.wal_status = PQgetvalue(r.get(), 0, 1);
+    if (!PQgetisnull(r.get(), 0, 2)) h.safe_wal_size = std::stoll(PQgetvalue(r.get(), 0, 2));
+    if (!PQgetisnull(r.get(), 0, 3)) h.lag_bytes = std::stoll(PQgetvalue(r.get(), 0, 3));
+    return h;
+  } catch (const PgError& e) {
+    log::debug("reading pg_replication_slots: {}", e.what());
+    probe.reset();
+    return std::nullopt;
+  }
+}
+
+// What every instance exports about the slot, active or standby.
+void export_slot(const SlotHealth& h) {
+  auto& m = metrics::registry();
+  if (h.lag_bytes) m.lag_bytes.set(static_cast<double>(std::max(*h.lag_bytes, 0LL)));
+  m.safe_wal_size.set(h.safe_wal_size ? static_cast<double>(*h.safe_wal_size) : std::nan(""));
+  int status = -1;
+  for (int i = 0; i < 4; ++i) {
+    if (h.wal_status == metrics::Registry::kWalStatuses[i]) status = i;
+  }
+  m.wal_status.store(status);
+}
+
 // One connection pair and its replication stream. Any error ends the session; the slot's
 // confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
 class Session {
  public:
-  Session(const Config& config, RunState& once)
+  Session(const Config& config, RunState& once, std::optional<PgConnection>& probe)
       : config_(config),
         once_(once),
+        probe_(probe),
+        guard_(config.lag_warn, config.slot),
         writer_(writer_options(config)),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
         pipeline_(catalog_, writer_, pipeline_options(config),
                   [this](const std::function<bool()>& done) { wait_until(done); }) {}
 
-  ~Session() { log_replays(); }
+  ~Session() {
+    log_replays();
+    publish_metrics();
+    auto& m = metrics::registry();
+    if (m.role.load() == metrics::Role::Active) m.role.store(metrics::Role::Retrying);
+    m.lag_seconds.set(0);
+  }
 
   // Returns when stopped; throws on any failure.
   void run() {
@@ -90,7 +144,9 @@ class Session {
       log::debug("slot '{}': active with epoch {}", config_.slot, epoch);
     }
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
+    metrics::registry().role.store(metrics::Role::Active);
     next_status_ = Clock::now();
+    next_guard_ = Clock::now();
     std::size_t since_io = 0;
     while (!stop_requested()) {
       PgBuffer buf;
@@ -185,8 +241,69 @@ class Session {
               *found, config_.redis_wait, config_.redis_wait_timeout.count(), copy::format_lsn(flushed_));
   }
 
+  // The counters of this session's writer and pipeline, added to the process's as they move.
+  void publish_metrics() {
+    auto& m = metrics::registry();
+    auto step = [](metrics::Counter& c, std::uint64_t now, std::uint64_t& seen) {
+      if (now > seen) c.add(now - seen);
+      seen = now;
+    };
+    step(m.entries_written, writer_.entries_written(), seen_.entries);
+    step(m.replays_skipped, writer_.replays_skipped(), seen_.replays);
+    step(m.transactions, pipeline_.transactions(), seen_.transactions);
+    step(m.wait_shortfalls, writer_.wait_shortfalls(), seen_.shortfalls);
+  }
+
+  // How long ago the oldest transaction received and not yet stored was committed. The queue holds
+  // (end LSN, commit time) of those transactions, coalesced to one per 10 ms and bounded, so it only
+  // ever overstates the lag by that much.
+  void track_commits() {
+    if (pipeline_.transactions() != seen_commits_) {
+      seen_commits_ = pipeline_.transactions();
+      std::pair<std::uint64_t, std::int64_t> c{pipeline_.last_commit_end(), pipeline_.last_commit_time()};
+      if (!unstored_.empty() && (c.second - unstored_.back().second < 10'000 || unstored_.size() >= 4096)) {
+        unstored_.back().first = c.first;
+      } else {
+        unstored_.push_back(c);
+      }
+    }
+    while (!unstored_.empty() && unstored_.front().first <= writer_.acked_lsn()) unstored_.pop_front();
+  }
+
+  double lag_seconds() const {
+    if (unstored_.empty()) return 0;
+    return std::max(0.0, static_cast<double>(now_pg_micros() - unstored_.front().second) / 1e6);
+  }
+
+  // Every kGuardEvery: the slot's lag and wal_status, exported and judged by the WAL guard. A slot
+  // lost while streaming stops walstream here with the same line as at start.
+  void guard_slot(Clock::time_point now) {
+    metrics::registry().lag_seconds.set(lag_seconds());
+    if (now < next_guard_) return;
+    next_guard_ = now + kGuardEvery;
+    auto health = read_slot(config_, probe_);
+    if (!health) return;
+    export_slot(*health);
+    if (health->wal_status == "lost") {
+      throw ConfigError(fmt::format("replication slot '{}' was invalidated while streaming (wal_status = lost): "
+                                    "PostgreSQL removed WAL it still needed (max_slot_wal_keep_size); start "
+                                    "walstream once with --resnapshot to republish every published table's rows "
+                                    "under a new slot",
+                                    config_.slot));
+    }
+    WalGuard::Reading reading{health->lag_bytes.value_or(0), lag_seconds(), health->wal_status};
+    for (auto& [level, line] : guard_.check(now, reading)) log::write(level, line);
+    auto& m = metrics::registry();
+    for (std::size_t i = 0; i < WalGuard::kReasons.size(); ++i) {
+      m.lag_warning.at(WalGuard::kReasons[i]).set(guard_.holds(static_cast<WalGuard::Reason>(i)) ? 1 : 0);
+    }
+  }
+
   void maybe_send_status(bool force) {
+    publish_metrics();
     if (!streaming_) return;  // before START_REPLICATION (during the snapshot) there is no stream to report on
+    track_commits();
+    guard_slot(Clock::now());
     log_replays(true);
     if (config_.redis_wait > 0) log_wait_shortfall();
     auto now = Clock::now();
@@ -276,6 +393,7 @@ class Session {
   }
 
   void shutdown() {
+    metrics::registry().role.store(metrics::Role::Stopping);
     log::info("stopping: storing the transactions received whole");
     // A transaction cut short by the stop is not sent (subscribers never see half of one that fits
     // in a chunk); PostgreSQL resends it whole at the next start.
@@ -296,6 +414,7 @@ class Session {
 
   static StreamWriter::Options writer_options(const Config& c) {
     StreamWriter::Options o;
+    o.chunk_stored = [](double seconds) { metrics::registry().chunk_seconds.observe(seconds); };
     o.url = c.redis;
     o.maxlen = c.maxlen;
     o.checkpoint_key = Keys{c.prefix, c.slot}.checkpoint();
@@ -316,9 +435,12 @@ class Session {
   }
 
   static constexpr auto kCheckpointEvery = std::chrono::milliseconds(200);
+  static constexpr auto kGuardEvery = std::chrono::seconds(5);
 
   const Config& config_;
   RunState& once_;
+  std::optional<PgConnection>& probe_;
+  WalGuard guard_;
   StreamWriter writer_;
   Catalog catalog_;
   PgConnection repl_;
@@ -335,20 +457,20 @@ class Session {
   bool coalescing_ = false;
   bool stop_seen_ = false;
   Clock::time_point stop_at_{};
+  Clock::time_point next_guard_{};
+  struct {
+    std::uint64_t entries = 0, replays = 0, transactions = 0, shortfalls = 0;
+  } seen_;
+  std::uint64_t seen_commits_ = 0;
+  std::deque<std::pair<std::uint64_t, std::int64_t>> unstored_;  // (end LSN, commit time) not yet stored
 };
 
-// Whether another walsender holds the slot now. Any failure says "not held": the session that follows
-// finds out for itself and reports it.
+// Whether another walsender holds the slot now (a standby exports the slot's lag meanwhile). Any
+// failure says "not held": the session that follows finds out for itself and reports it.
 bool slot_held(const Config& config, std::optional<PgConnection>& probe) {
-  try {
-    if (!probe) probe.emplace(PgConnection::open(config.pg, false));
-    auto r = probe->exec_params("SELECT active FROM pg_replication_slots WHERE slot_name = $1", {config.slot},
-                                PGRES_TUPLES_OK);
-    return PQntuples(r.get()) == 1 && std::string_view(PQgetvalue(r.get(), 0, 0)) == "t";
-  } catch (const PgError&) {
-    probe.reset();
-    return false;
-  }
+  auto health = read_slot(config, probe);
+  if (health) export_slot(*health);
+  return health && health->active;
 }
 
 // How often a standby asks for the slot: takeover time is this plus the walsender's exit.
@@ -363,11 +485,14 @@ void sleep_interruptibly(std::chrono::milliseconds d) {
 
 
 int run(const Config& config) {
+  metrics::registry().reconnects.at("postgresql");  // both series exist from the start, at 0
+  metrics::registry().reconnects.at("redis");
   auto backoff = std::chrono::milliseconds(100);
   RunState once{config.resnapshot, config.adopt_slot};
   bool failing = false;  // the last session ended with an error that is being retried
   bool standby = false;  // the slot is held by another walsender; said once
-  std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots
+  std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots, and the WAL guard's
+  auto& m = metrics::registry();
   while (!stop_requested()) {
     auto started = Clock::now();
     try {
@@ -376,7 +501,8 @@ int run(const Config& config) {
         sleep_interruptibly(kStandbyPoll);
         continue;
       }
-      Session session(config, once);
+      if (!standby) m.role.store(metrics::Role::Starting);
+      Session session(config, once, probe);
       session.run();
       return 0;
     } catch (const StopTimeout&) {
@@ -388,6 +514,7 @@ int run(const Config& config) {
         // Paused or partitioned long enough to lose the slot: the successor is active; this one is
         // its standby now.
         log::warn("{}; becoming a standby", e.what());
+        m.role.store(metrics::Role::Standby);
         standby = false;  // the next attempt finds the slot held and says "standby" once, as at start
         once.streamed = false;
         failing = false;
@@ -400,6 +527,8 @@ int run(const Config& config) {
         return 1;
       }
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+      m.reconnects.at("redis").add();
+      m.role.store(metrics::Role::Retrying);
       failing = true;
     } catch (const PgError& e) {
       if (!e.transient()) {
@@ -413,12 +542,15 @@ int run(const Config& config) {
         if (once.streamed) standby = once.streamed = false;  // was active since: say it again
         if (!standby) log::info("standby: slot '{}' is held by another walstream ({}); waiting", config.slot, e.what());
         standby = true;
+        m.role.store(metrics::Role::Standby);
         failing = false;
         backoff = std::chrono::milliseconds(100);
         sleep_interruptibly(kStandbyPoll);
         continue;
       }
       log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+      m.reconnects.at("postgresql").add();
+      m.role.store(metrics::Role::Retrying);
       failing = true;
     } catch (const ConfigError& e) {
       log::error("{}", e.what());

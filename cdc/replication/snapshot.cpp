@@ -11,6 +11,7 @@
 #include "copy_text.h"
 #include "errors.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg_time.h"
 #include "record.h"
 #include "run_loop.h"
@@ -299,6 +300,7 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
                           rowfilter.empty() ? "" : " WHERE " + rowfilter),
               PGRES_COPY_OUT);
     Progress progress(table.qualified, estimate);
+    auto& published = metrics::registry().snapshot_rows.at(table.qualified);
     PgBuffer row;
     int length = 0;
     long long n = 0;
@@ -316,6 +318,7 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
       }
       writer_.add_entry(stream, StreamId{id_ms, static_cast<std::uint64_t>(++n)},
                         builder.snapshot(table, txn, lsn_text, cells));
+      published.add();
       send_if_full(writer_, wait_until_);
       progress.advance(n);
     }
