@@ -49,6 +49,12 @@ MetricsServer::MetricsServer(const ListenAddress& address) : server_(std::make_u
     res.status = role == metrics::Role::Active ? 200 : 503;
     res.set_content(fmt::format("{}\n", metrics::role_name(role)), "text/plain");
   });
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second walstream on the
+  // same host and port would bind too and answer every other scrape.
+  s.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   errno = 0;
   if (!s.bind_to_port(address.host, address.port)) {
     throw std::runtime_error(fmt::format("--metrics-listen {}:{}: cannot listen ({})", address.host, address.port,

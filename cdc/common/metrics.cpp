@@ -104,6 +104,8 @@ std::string_view role_name(Role r) {
   switch (r) {
     case Role::Starting:
       return "starting";
+    case Role::Snapshot:
+      return "snapshot";
     case Role::Active:
       return "active";
     case Role::Standby:
@@ -139,8 +141,9 @@ std::string Registry::render() const {
 
   header(out, "walstream_build_info", "gauge", "walstream's version; always 1.");
   fmt::format_to(it, "walstream_build_info{{version=\"{}\"}} 1\n", escape(WALSTREAM_VERSION));
-  plain("walstream_active", "gauge", "1 while this instance holds the slot and streams, 0 otherwise (standby).",
-        role.load() == Role::Active ? 1 : 0);
+  auto r = role.load();
+  plain("walstream_active", "gauge", "1 while this instance holds the slot (streams, or takes the initial snapshot).",
+        r == Role::Active || r == Role::Snapshot ? 1 : 0);
   family("walstream_changes_total", "counter", "Row changes published, by table.", "table", changes);
   plain("walstream_transactions_total", "counter", "Transactions received from PostgreSQL.",
         static_cast<double>(transactions.value()));

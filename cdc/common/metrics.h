@@ -68,8 +68,9 @@ class Histogram {
   std::atomic<double> sum_{0};
 };
 
-// What the instance is doing, for walstream_active and /readyz.
-enum class Role { Starting, Active, Standby, Retrying, Stopping };
+// What the instance is doing, for walstream_active (Snapshot and Active: it holds the slot) and /readyz
+// (Active only: streaming).
+enum class Role { Starting, Snapshot, Active, Standby, Retrying, Stopping };
 std::string_view role_name(Role r);
 
 struct Registry {

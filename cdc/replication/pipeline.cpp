@@ -36,6 +36,7 @@ void Pipeline::on(const pgoutput::Begin& m) {
   txn_.ts = format_pg_timestamp(m.commit_time);
   commit_time_ = m.commit_time;
   txn_streams_.clear();
+  txn_changes_.clear();
   writer_.begin_transaction();
 }
 
@@ -53,6 +54,46 @@ void Pipeline::on(const pgoutput::Commit& m) {
   last_commit_end_ = m.end_lsn;
   last_commit_time_ = commit_time_;
   ++transactions_;
+  if (unsettled_.empty() || (commit_time_ - unsettled_.back().commit_time >= 10'000 &&
+                             unsettled_.size() < kUnsettledMax)) {
+    unsettled_.push_back({m.end_lsn, commit_time_, 0, {}});
+  }
+  auto& u = unsettled_.back();
+  u.end_lsn = m.end_lsn;
+  ++u.transactions;
+  for (const auto& [counter, n] : txn_changes_) {
+    auto it = std::find_if(u.changes.begin(), u.changes.end(), [&](const auto& c) { return c.first == counter; });
+    if (it == u.changes.end()) {
+      u.changes.emplace_back(counter, n);
+    } else {
+      it->second += n;
+    }
+  }
+}
+
+void Pipeline::settle(std::uint64_t acked_lsn) {
+  auto& m = metrics::registry();
+  while (!unsettled_.empty() && unsettled_.front().end_lsn <= acked_lsn) {
+    const auto& u = unsettled_.front();
+    m.transactions.add(u.transactions);
+    for (const auto& [counter, n] : u.changes) counter->add(n);
+    unsettled_.pop_front();
+  }
+}
+
+std::optional<double> Pipeline::unsettled_since() const {
+  if (unsettled_.empty()) return std::nullopt;
+  return static_cast<double>(unsettled_.front().commit_time + kPgEpochUnixMicros) / 1e6;
+}
+
+void Pipeline::count_change(Target& t) {
+  for (auto& [counter, n] : txn_changes_) {
+    if (counter == t.published) {
+      ++n;
+      return;
+    }
+  }
+  txn_changes_.emplace_back(t.published, 1);
 }
 
 void Pipeline::add_marker() {
@@ -236,7 +277,7 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
     fields_.push_back({"lsn", lsn_text_});
     fields_.push_back({"xid", txn_.xid});
     fields_.push_back({"ts", txn_.ts});
-    if (add(event_stream(*aggregate_type), StreamId{commit_lsn_, ++seq_}, fields_)) t.published->add();
+    if (add(event_stream(*aggregate_type), StreamId{commit_lsn_, ++seq_}, fields_)) count_change(t);
     return;
   }
   log::warn("outbox row of {} at {} is not an event ({}): published on {}", t.table->qualified, lsn_text_, reason,
@@ -251,7 +292,7 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
   fields_.push_back({"lsn", lsn_text_});
   fields_.push_back({"xid", txn_.xid});
   fields_.push_back({"ts", txn_.ts});
-  if (add(stream, StreamId{commit_lsn_, ++seq_}, fields_)) t.published->add();
+  if (add(stream, StreamId{commit_lsn_, ++seq_}, fields_)) count_change(t);
 }
 
 void Pipeline::on(const pgoutput::Type& m) { catalog_.forget_type(m.oid); }
@@ -296,7 +337,7 @@ void Pipeline::emit(Target& t, std::span<const Field> fields) {
     writer_.add_hset(keys_.registry(t.table->qualified), t.table->version, t.table->registry_json);
     t.registered = true;
   }
-  if (add(t.stream, StreamId{commit_lsn_, ++seq_}, fields)) t.published->add();
+  if (add(t.stream, StreamId{commit_lsn_, ++seq_}, fields)) count_change(t);
 }
 
 void Pipeline::on(const pgoutput::Insert& m) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
@@ -46,6 +47,14 @@ class Pipeline {
   std::int64_t last_commit_time() const { return last_commit_time_; }
   std::uint64_t transactions() const { return transactions_; }
 
+  // Metrics count what Redis stored, once: a transaction's changes are added to
+  // walstream_changes_total{table} and walstream_transactions_total when the writer's acknowledged
+  // position passes its end (a transaction received again after a reconnect was never counted; a
+  // replay adds nothing). settle() takes the position; unsettled_since() is the commit time (unix
+  // seconds) of the oldest transaction received but not yet stored, or nullopt.
+  void settle(std::uint64_t acked_lsn);
+  std::optional<double> unsettled_since() const;
+
  private:
   // Where an outbox table's columns are (indexes into its columns; npos when it has none).
   struct Outbox {
@@ -79,6 +88,7 @@ class Pipeline {
   bool add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
   void add_marker();
   void publish_event(Target& t, const pgoutput::Insert& m);
+  void count_change(Target& t);  // one more entry of t's table in the open transaction
   StreamWriter::Handle event_stream(std::string_view aggregate_type);
   void require_transaction(const char* what) const;
 
@@ -103,6 +113,17 @@ class Pipeline {
   std::uint64_t last_commit_end_ = 0;
   std::int64_t last_commit_time_ = 0;
   std::uint64_t transactions_ = 0;
+  // Received, not yet stored: per run of transactions (coalesced to one per 10 ms of commit time and
+  // at most kUnsettledMax, so bounded), the last end LSN, the first commit time, and the counts.
+  struct Unsettled {
+    std::uint64_t end_lsn = 0;
+    std::int64_t commit_time = 0;
+    std::uint64_t transactions = 0;
+    std::vector<std::pair<metrics::Counter*, std::uint64_t>> changes;
+  };
+  static constexpr std::size_t kUnsettledMax = 1024;
+  std::vector<std::pair<metrics::Counter*, std::uint64_t>> txn_changes_;  // the open transaction's
+  std::deque<Unsettled> unsettled_;
 
   StreamWriter::Handle transactions_stream_ = 0;
   // The open transaction's entries per stream (for its marker), in first-touched order.

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <deque>
 #include <optional>
 #include <thread>
 
@@ -250,29 +249,16 @@ class Session {
     };
     step(m.entries_written, writer_.entries_written(), seen_.entries);
     step(m.replays_skipped, writer_.replays_skipped(), seen_.replays);
-    step(m.transactions, pipeline_.transactions(), seen_.transactions);
     step(m.wait_shortfalls, writer_.wait_shortfalls(), seen_.shortfalls);
+    pipeline_.settle(writer_.acked_lsn());
   }
 
-  // How long ago the oldest transaction received and not yet stored was committed. The queue holds
-  // (end LSN, commit time) of those transactions, coalesced to one per 10 ms and bounded, so it only
-  // ever overstates the lag by that much.
-  void track_commits() {
-    if (pipeline_.transactions() != seen_commits_) {
-      seen_commits_ = pipeline_.transactions();
-      std::pair<std::uint64_t, std::int64_t> c{pipeline_.last_commit_end(), pipeline_.last_commit_time()};
-      if (!unstored_.empty() && (c.second - unstored_.back().second < 10'000 || unstored_.size() >= 4096)) {
-        unstored_.back().first = c.first;
-      } else {
-        unstored_.push_back(c);
-      }
-    }
-    while (!unstored_.empty() && unstored_.front().first <= writer_.acked_lsn()) unstored_.pop_front();
-  }
-
+  // How long ago the oldest transaction received and not yet stored was committed; 0 when none waits.
   double lag_seconds() const {
-    if (unstored_.empty()) return 0;
-    return std::max(0.0, static_cast<double>(now_pg_micros() - unstored_.front().second) / 1e6);
+    auto since = pipeline_.unsettled_since();
+    if (!since) return 0;
+    auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return std::max(0.0, now - *since);
   }
 
   // Every kGuardEvery: the slot's lag and wal_status, exported and judged by the WAL guard. A slot
@@ -302,7 +288,6 @@ class Session {
   void maybe_send_status(bool force) {
     publish_metrics();
     if (!streaming_) return;  // before START_REPLICATION (during the snapshot) there is no stream to report on
-    track_commits();
     guard_slot(Clock::now());
     log_replays(true);
     if (config_.redis_wait > 0) log_wait_shortfall();
@@ -459,10 +444,8 @@ class Session {
   Clock::time_point stop_at_{};
   Clock::time_point next_guard_{};
   struct {
-    std::uint64_t entries = 0, replays = 0, transactions = 0, shortfalls = 0;
+    std::uint64_t entries = 0, replays = 0, shortfalls = 0;
   } seen_;
-  std::uint64_t seen_commits_ = 0;
-  std::deque<std::pair<std::uint64_t, std::int64_t>> unstored_;  // (end LSN, commit time) not yet stored
 };
 
 // Whether another walsender holds the slot now (a standby exports the slot's lag meanwhile). Any

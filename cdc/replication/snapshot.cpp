@@ -233,6 +233,8 @@ std::uint64_t SlotKeeper::create(PgConnection& repl, SlotStore& store, bool snap
 }
 
 void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::uint64_t consistent_point) {
+  // This instance holds the new slot while it copies: active (a standby must not alarm), not yet ready.
+  metrics::registry().role.store(metrics::Role::Snapshot);
   auto conn = PgConnection::open(config_.pg, false);
   conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", PGRES_COMMAND_OK);
   conn.exec(fmt::format("SET TRANSACTION SNAPSHOT '{}'", snapshot_name), PGRES_COMMAND_OK);
