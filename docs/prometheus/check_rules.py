@@ -17,6 +17,7 @@ PROMTOOL = sys.argv[1] if len(sys.argv) > 1 else "promtool"
 MUTATIONS = [
     ("WalstreamDown", "expr", "== 0", "== 1"),
     ("WalstreamDown", "for", "1m", "3m"),
+    ("WalstreamDown", "for", "1m", "0m"),
     ("WalstreamNoActiveInstance", "expr", ' unless max by (job) (walstream_active{job="walstream"}) == 1', ""),
     ("WalstreamNoActiveInstance", "expr", "max by (job) (walstream_active", "min by (job) (walstream_active"),
     ("WalstreamNoActiveInstance", "expr", 'count by (job) (up{job="walstream"} == 1)',
@@ -26,6 +27,7 @@ MUTATIONS = [
     ("WalstreamTwoActive", "expr", "sum by", "max by"),
     ("WalstreamTwoActive", "for", "1m", "0m"),
     ("WalstreamNoStandby", "expr", "< 2", "< 1"),
+    ("WalstreamNoStandby", "expr", "< 2", "< 3"),
     ("WalstreamNoStandby", "expr", ' or 0 * absent(up{job="walstream"})', ""),
     ("WalstreamNoStandby", "expr", 'sum by (job) (up{job="walstream"})', "sum by (job) (up)"),
     ("WalstreamNoStandby", "for", "5m", "3m"),
@@ -42,6 +44,7 @@ MUTATIONS = [
     ("WalstreamSlotLost", "expr", 'max_over_time(walstream_slot_wal_status{job="walstream", wal_status="lost"}[1h])',
      'walstream_slot_wal_status{job="walstream", wal_status="lost"}'),
     ("WalstreamSlotLost", "expr", "[1h]", "[10m]"),
+    ("WalstreamSlotLost", "expr", "[1h]", "[2h]"),
     ("WalstreamRestarting", "expr", ">= 3", ">= 2"),
     ("WalstreamRestarting", "expr", "[30m]", "[20m]"),
     ("WalstreamReconnecting", "expr", ">= 3", ">= 2"),
