@@ -2,10 +2,12 @@
 # walstream end to end on this machine: installs what is missing, builds, starts PostgreSQL and
 # Redis on loopback in .local/ of the checkout, loads the shared store (sql/) with sample data,
 # starts walstream as its least-privilege role with the store's outbox (initial snapshot, then
-# streaming), makes a few changes through SQL and shows the records and the order's OrderPlaced event
-# arriving with `walstream tail`. Ctrl-C stops everything.
+# streaming) with its metrics endpoint on a free loopback port, makes a few changes through SQL, shows
+# the records and the order's OrderPlaced event arriving with `walstream tail`, then `walstream status`.
+# Ctrl-C stops everything.
 #   scripts/demo.sh          interactive: keeps tailing the streams until Ctrl-C
-#   scripts/demo.sh --check  makes the changes, checks the records and the event, stops (used by CI)
+#   scripts/demo.sh --check  makes the changes, checks the records, the event, the status and the metrics
+#                            (/metrics, /readyz), stops (used by CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -34,9 +36,12 @@ export PGDATABASE=store
 for f in sql/0[1-4]_*.sql; do psql -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null; done
 
 # walstream's part, as the least-privilege role (trust authentication on this loopback server); every
-# INSERT into public.outbox becomes an event on walstream:events:<aggregatetype>.
+# INSERT into public.outbox becomes an event on walstream:events:<aggregatetype>. Metrics, /healthz and
+# /readyz on a free loopback port, picked like scripts/servers.sh picks the servers'.
 export WALSTREAM_PG="postgresql://walstream@127.0.0.1:$PGPORT/store"
-"$WALSTREAM" run --outbox public.outbox --status-interval 1 2>"$LOCAL/walstream.log" &
+METRICS=127.0.0.1:$(/usr/bin/python3 -c '
+import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+"$WALSTREAM" run --outbox public.outbox --status-interval 1 --metrics-listen "$METRICS" 2>"$LOCAL/walstream.log" &
 WS_PID=$!
 for _ in $(seq 300); do
   [ "$(psql -tAc "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'walstream'")" = 1 ] && break
@@ -44,6 +49,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 echo "walstream is streaming (log: $LOCAL/walstream.log)"
+echo "metrics: http://$METRICS/metrics (and /healthz, /readyz)"
 echo
 
 tail_streams() { "$WALSTREAM" tail public.users public.orders public.inventory --events order "$@"; }
@@ -72,6 +78,11 @@ echo
 echo "== the event: walstream tail --events order --count 1 (the outbox itself stays empty)"
 event=$(timeout 20 "$WALSTREAM" tail --events order --from "${before:-0-0}" --count 1)
 echo "$event"
+echo
+echo "== walstream status (the same WALSTREAM_PG and WALSTREAM_REDIS, default --slot and --prefix)"
+status_rc=0
+timeout 20 "$WALSTREAM" status || status_rc=$?
+echo "(exit code $status_rc)"
 
 if [ "$MODE" = "--check" ]; then
   grep -q '"op":"u".*Ada King' <<<"$out" || { echo "demo check failed: no update of Ada"; cat "$LOCAL/walstream.log"; exit 1; }
@@ -80,6 +91,42 @@ if [ "$MODE" = "--check" ]; then
   grep -q "\"type\":\"OrderPlaced\",\"aggregate_id\":\"$order\",\"payload\":{.*\"order_id\":$order[,}]" <<<"$event" ||
     { echo "demo check failed: no OrderPlaced event for order $order"; cat "$LOCAL/walstream.log"; exit 1; }
   [ "$(psql -tAc "SELECT count(*) FROM outbox")" = 0 ] || { echo "demo check failed: the outbox is not empty"; exit 1; }
+  [ "$status_rc" = 0 ] ||
+    { echo "demo check failed: walstream status exited $status_rc"; cat "$LOCAL/walstream.log"; exit 1; }
+  # The metrics of the active instance, within 20 s (counters move after the entries are stored).
+  /usr/bin/python3 - "http://$METRICS" <<'PY' || { cat "$LOCAL/walstream.log"; exit 1; }
+import re, sys, time, urllib.error, urllib.request
+
+def get(path):
+    try:
+        with urllib.request.urlopen(sys.argv[1] + path, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return None, str(error)
+
+wanted = {  # what is missing: the line that shows it
+    "walstream_active 1": r"^walstream_active 1(\.0+)?$",
+    'walstream_changes_total{table="public.users"} >= 1': r'^walstream_changes_total\{table="public\.users"\} [1-9]',
+}
+deadline = time.monotonic() + 20
+while True:
+    status, metrics = get("/metrics")
+    missing = [what for what, line in wanted.items() if not re.search(line, metrics, re.M)]
+    ready, body = get("/readyz")
+    if ready != 200:
+        missing.append(f"/readyz answered {ready} {body.strip()!r}")
+    if not missing:
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"demo check failed: /metrics ({status}) and /readyz: " + "; ".join(missing))
+    time.sleep(0.2)
+for line in metrics.splitlines():
+    if line.startswith(("walstream_active ", 'walstream_changes_total{table="public.users"}')):
+        print(line)
+print("/readyz: 200", body.strip())
+PY
   echo "demo check passed"
   exit 0
 fi
