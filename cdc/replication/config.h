@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "redis_url.h"
+#include "retention.h"
 
 namespace walstream {
 
@@ -45,6 +46,7 @@ struct Config {
   bool transactions = false;                  // a marker entry per transaction on <prefix>transactions
   std::vector<std::string> outbox_tables;     // qualified names (schema/relation_cache.h) of outbox tables
   OutboxColumns outbox_columns;
+  std::optional<RetentionOptions> retention;  // --retention acked
 };
 
 // What outlives one session. The two start-up decisions an operator asks for once are honoured at the
