@@ -114,6 +114,32 @@ std::chrono::milliseconds parse_seconds(const std::string& text, const char* wha
   return std::chrono::milliseconds(static_cast<long>(v * 1000));
 }
 
+std::chrono::seconds parse_duration(const std::string& text, const char* what) {
+  auto d = walstream::parse_duration(text);
+  if (!d) throw UsageError(fmt::format("{}: '{}' is not a duration (30s, 15m, 1h, 7d)", what, text));
+  return *d;
+}
+
+std::optional<walstream::RetentionOptions> parse_retention(const cxxopts::ParseResult& r) {
+  auto mode = setting(r, "retention", "none");
+  if (mode == "none") {
+    for (const char* flag : {"retention-interval", "retain-for", "retain-max"}) {
+      if (!setting(r, flag, "").empty()) throw UsageError(fmt::format("--{} needs --retention acked", flag));
+    }
+    return std::nullopt;
+  }
+  if (mode != "acked") throw UsageError(fmt::format("--retention must be acked or none, not '{}'", mode));
+  walstream::RetentionOptions o;
+  o.interval = parse_seconds(setting(r, "retention-interval", "10"), "--retention-interval");
+  o.retain_for = parse_duration(setting(r, "retain-for", "1h"), "--retain-for");
+  if (auto m = setting(r, "retain-max", ""); !m.empty()) o.retain_max = parse_duration(m, "--retain-max");
+  if (o.retain_max && *o.retain_max < o.retain_for) {
+    throw UsageError(fmt::format("--retain-max ({}) must not be shorter than --retain-for ({})",
+                                 walstream::format_duration(*o.retain_max), walstream::format_duration(o.retain_for)));
+  }
+  return o;
+}
+
 cxxopts::Options run_options() {
   cxxopts::Options o("walstream run", "Stream every committed row change of a publication to Redis Streams.\n"
                                       "Each option can also be set by its WALSTREAM_* variable (e.g. WALSTREAM_PG).\n");
@@ -165,6 +191,15 @@ cxxopts::Options run_options() {
        cxxopts::value<std::string>())
       ("transactions", "write a marker entry per committed transaction on <prefix>transactions, in the same "
                        "MULTI/EXEC as its last entries [WALSTREAM_TRANSACTIONS=1]")
+      ("retention", "acked: every --retention-interval, trim each stream under the prefix up to the oldest entry its "
+                    "consumer groups still need, never entries younger than --retain-for; none: only --maxlen trims "
+                    "[WALSTREAM_RETENTION] (default none)", cxxopts::value<std::string>())
+      ("retention-interval", "seconds between retention passes [WALSTREAM_RETENTION_INTERVAL] (default 10)",
+       cxxopts::value<std::string>())
+      ("retain-for", "with --retention acked, keep entries younger than this whatever the groups read: 30s, 15m, 1h, "
+                     "7d [WALSTREAM_RETAIN_FOR] (default 1h)", cxxopts::value<std::string>())
+      ("retain-max", "with --retention acked, trim entries this old even when a group still needs them (abandoned "
+                     "groups; logged) [WALSTREAM_RETAIN_MAX] (default: no limit)", cxxopts::value<std::string>())
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -263,6 +298,7 @@ Config parse_run(int argc, char** argv) {
       c.message_prefixes.push_back(std::move(p));
     }
   }
+  c.retention = parse_retention(r);
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");
