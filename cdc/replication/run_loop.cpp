@@ -19,6 +19,7 @@
 #include "pipeline.h"
 #include "redis_client.h"
 #include "keys.h"
+#include "retention.h"
 #include "snapshot.h"
 #include "stop_signal.h"
 #include "stream_writer.h"
@@ -40,9 +41,10 @@ std::int64_t now_pg_micros() {
 // confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
 class Session {
  public:
-  Session(const Config& config, RunState& once)
+  Session(const Config& config, RunState& once, Retention* retention)
       : config_(config),
         once_(once),
+        retention_(retention),
         writer_(writer_options(config)),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
@@ -90,6 +92,8 @@ class Session {
       log::debug("slot '{}': active with epoch {}", config_.slot, epoch);
     }
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
+    // Every entry Redis holds below the checkpoint was committed before now.
+    if (retention_) retention_->session_started(std::max(checkpoint, flushed_), now_pg_micros());
     next_status_ = Clock::now();
     std::size_t since_io = 0;
     while (!stop_requested()) {
@@ -189,6 +193,7 @@ class Session {
     if (!streaming_) return;  // before START_REPLICATION (during the snapshot) there is no stream to report on
     log_replays(true);
     if (config_.redis_wait > 0) log_wait_shortfall();
+    if (retention_) run_retention();
     auto now = Clock::now();
     std::uint64_t flush = flush_position();
     // Status goes out on the interval, on request, and (at most every 100 ms) when the flush moved,
@@ -209,6 +214,19 @@ class Session {
   }
 
   void service_redis(bool readable, bool writable) { writer_.on_io(readable, writable); }
+
+  // A slice of the retention pass when one is due (its own blocking connection, a few ms at a time).
+  void run_retention() {
+    retention_->commit(pipeline_.last_commit_end(), pipeline_.last_commit_time());
+    for (const auto& n : retention_->tick(now_pg_micros())) {
+      switch (n.level) {
+        case RetentionNotice::Level::Debug: log::debug("{}", n.text); break;
+        case RetentionNotice::Level::Info: log::info("{}", n.text); break;
+        case RetentionNotice::Level::Warn: log::warn("{}", n.text); break;
+        case RetentionNotice::Level::Error: log::error("{}", n.text); break;
+      }
+    }
+  }
 
   // Wake-up coalescing. walstream decodes faster than the walsender sends, so while a backlog
   // streams in it would wake for every few kilobytes, and in a VM each wake-up (a context switch)
@@ -242,6 +260,7 @@ class Session {
     auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
                            : 1000L;
     int timeout = static_cast<int>(std::clamp<long>(wait, 0, coalescing_ && read_pg ? kCoalesceWaitMs : 1000));
+    if (retention_ && retention_->busy()) timeout = std::min(timeout, 10);  // a pass goes on between waits
     int r = ::poll(fds, n, timeout);
     if (r < 0) {
       if (errno == EINTR) return;
@@ -319,6 +338,7 @@ class Session {
 
   const Config& config_;
   RunState& once_;
+  Retention* retention_;  // --retention acked; outlives sessions (its time index and counters)
   StreamWriter writer_;
   Catalog catalog_;
   PgConnection repl_;
@@ -368,6 +388,8 @@ int run(const Config& config) {
   bool failing = false;  // the last session ended with an error that is being retried
   bool standby = false;  // the slot is held by another walsender; said once
   std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots
+  std::optional<Retention> retention;
+  if (config.retention) retention.emplace(config.redis, config.prefix, *config.retention);
   while (!stop_requested()) {
     auto started = Clock::now();
     try {
@@ -376,7 +398,7 @@ int run(const Config& config) {
         sleep_interruptibly(kStandbyPoll);
         continue;
       }
-      Session session(config, once);
+      Session session(config, once, retention ? &*retention : nullptr);
       session.run();
       return 0;
     } catch (const StopTimeout&) {
