@@ -1,8 +1,9 @@
 // --retention acked against real servers: what consumer groups still need is never trimmed (entries
 // compared byte for byte), the oldest group rules, --retain-for keeps young entries, --maxlen losses and
-// --retain-max trims are logged with their counts, and a SIGKILLed and restarted walstream trims nothing
-// a group needs nor anything younger than its start. Redis runs with stream-node-max-entries 10 so that
-// a few dozen entries fill several macro nodes (XTRIM MINID ~ removes whole nodes only).
+// --retain-max trims are logged with their counts, a SIGKILLed and restarted walstream trims nothing a
+// group needs nor anything younger than its start, and a Redis refusing the script is warned about once
+// while streaming goes on. Redis runs with stream-node-max-entries 10 so that a few dozen entries fill
+// several macro nodes (XTRIM MINID ~ removes whole nodes only).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -75,6 +76,16 @@ long long entries_added(const std::string& stream) {
     if (info[i] == "entries-added") return std::stoll(info[i + 1]);
   }
   return -1;
+}
+
+// rejected_calls of a command in INFO commandstats (ACL refusals among them).
+long long rejected_calls(const std::string& command) {
+  auto info = redis_command({"INFO", "commandstats"});
+  std::string all;
+  for (const auto& part : info) all += part;
+  std::smatch m;
+  if (!std::regex_search(all, m, std::regex("cmdstat_" + command + ":[^\r\n]*rejected_calls=([0-9]+)"))) return 0;
+  return std::stoll(m[1].str());
 }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -287,6 +298,39 @@ TEST(Retention, ASigkilledAndRestartedWalstreamTrimsNothingAGroupNeedsNorYounger
   expect_suffix(xrange(t), all, 0);  // everything from the oldest pending entry on
   second.signal(SIGTERM);
   EXPECT_EQ(second.wait(), 0) << second.log();
+}
+
+TEST(Retention, ARedisRefusingTheScriptIsWarnedOnceWhileStreamingGoesOn) {
+  small_nodes();
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY, name text)");
+  const auto t = s.stream("public.t");
+  // A Redis user that may do everything but run scripts.
+  const std::string user = "ret_" + s.slot.substr(0, 8);
+  redis_command({"ACL", "SETUSER", user, "on", ">secret", "~*", "+@all", "-eval", "-evalsha", "-script"});
+  auto args = retention_args(s, {"--retain-for", "1s"});
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--redis") args[i + 1] = "redis://" + user + ":secret@127.0.0.1:" + std::to_string(redis().port());
+  }
+  Walstream w(args);
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << w.log();
+  commits(s, "t", 1, 30);
+  ASSERT_TRUE(wait_until([&] { return xlen(t) == 30; })) << w.log();
+  ASSERT_TRUE(wait_until([&] { return count(w.log(), "WARN retention:") == 1; })) << w.log();
+  EXPECT_NE(w.log().find("NOPERM"), std::string::npos) << w.log();
+  // Passes fail quietly from now on (Redis counts the refusals); streaming goes on.
+  auto refused = rejected_calls("eval");
+  commits(s, "t", 31, 40);
+  ASSERT_TRUE(wait_until([&] { return xlen(t) == 40; })) << w.log();
+  ASSERT_TRUE(wait_until([&] { return rejected_calls("eval") >= refused + 2; })) << w.log();
+  EXPECT_EQ(count(w.log(), "WARN retention:"), 1u) << w.log();
+  EXPECT_EQ(count(w.log(), "ERROR"), 0u) << w.log();
+  // Allowed again: said once, and the stream is trimmed.
+  redis_command({"ACL", "SETUSER", user, "+eval", "+evalsha", "+script"});
+  ASSERT_TRUE(wait_until([&] { return xlen(t) == 0; })) << w.log();
+  EXPECT_EQ(count(w.log(), "retention: Redis answers again"), 1u) << w.log();
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
 }
 
 TEST(Retention, BadRetentionOptionsAreOneLine) {
