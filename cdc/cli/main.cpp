@@ -115,6 +115,35 @@ std::chrono::milliseconds parse_seconds(const std::string& text, const char* wha
   return std::chrono::milliseconds(static_cast<long>(v * 1000));
 }
 
+// A retention duration: whole seconds, at least one.
+std::chrono::seconds parse_duration(const std::string& text, const char* what) {
+  auto d = walstream::parse_duration(text);
+  if (!d || *d < std::chrono::seconds(1) || d->count() % 1000 != 0) {
+    throw UsageError(fmt::format("{}: '{}' is not a duration (30s, 15m, 1h, 7d)", what, text));
+  }
+  return std::chrono::duration_cast<std::chrono::seconds>(*d);
+}
+
+std::optional<walstream::RetentionOptions> parse_retention(const cxxopts::ParseResult& r) {
+  auto mode = setting(r, "retention", "none");
+  if (mode == "none") {
+    for (const char* flag : {"retention-interval", "retain-for", "retain-max"}) {
+      if (!setting(r, flag, "").empty()) throw UsageError(fmt::format("--{} needs --retention acked", flag));
+    }
+    return std::nullopt;
+  }
+  if (mode != "acked") throw UsageError(fmt::format("--retention must be acked or none, not '{}'", mode));
+  walstream::RetentionOptions o;
+  o.interval = parse_seconds(setting(r, "retention-interval", "10"), "--retention-interval");
+  o.retain_for = parse_duration(setting(r, "retain-for", "1h"), "--retain-for");
+  if (auto m = setting(r, "retain-max", ""); !m.empty()) o.retain_max = parse_duration(m, "--retain-max");
+  if (o.retain_max && *o.retain_max < o.retain_for) {
+    throw UsageError(fmt::format("--retain-max ({}) must not be shorter than --retain-for ({})",
+                                 walstream::format_duration(*o.retain_max), walstream::format_duration(o.retain_for)));
+  }
+  return o;
+}
+
 cxxopts::Options run_options() {
   cxxopts::Options o("walstream run", "Stream every committed row change of a publication to Redis Streams.\n"
                                       "Each option can also be set by its WALSTREAM_* variable (e.g. WALSTREAM_PG).\n");
@@ -172,6 +201,15 @@ cxxopts::Options run_options() {
       ("lag-warn", "warn (log and walstream_lag_warning) when the slot is this far behind: comma-separated WAL "
                    "size and/or time, e.g. 512MB or 1GiB,10m; 0B or 0s turns one off [WALSTREAM_LAG_WARN] "
                    "(default 1GiB,5m)", cxxopts::value<std::string>())
+      ("retention", "acked: every --retention-interval, trim each stream under the prefix up to the oldest entry its "
+                    "consumer groups still need, never entries younger than --retain-for; none: only --maxlen trims "
+                    "[WALSTREAM_RETENTION] (default none)", cxxopts::value<std::string>())
+      ("retention-interval", "seconds between retention passes [WALSTREAM_RETENTION_INTERVAL] (default 10)",
+       cxxopts::value<std::string>())
+      ("retain-for", "with --retention acked, keep entries younger than this whatever the groups read: 30s, 15m, 1h, "
+                     "7d [WALSTREAM_RETAIN_FOR] (default 1h)", cxxopts::value<std::string>())
+      ("retain-max", "with --retention acked, trim entries this old even when a group still needs them (abandoned "
+                     "groups; logged) [WALSTREAM_RETAIN_MAX] (default: no limit)", cxxopts::value<std::string>())
       ("status-interval", "seconds between status updates to PostgreSQL [WALSTREAM_STATUS_INTERVAL] (default 10)",
        cxxopts::value<std::string>())
       ("shutdown-timeout", "seconds to wait for Redis when stopping [WALSTREAM_SHUTDOWN_TIMEOUT] (default 30)",
@@ -283,6 +321,7 @@ Config parse_run(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(fmt::format("--lag-warn: {}", e.what()));
   }
+  c.retention = parse_retention(r);
   c.status_interval = parse_seconds(setting(r, "status-interval", "10"), "--status-interval");
   c.shutdown_timeout = parse_seconds(setting(r, "shutdown-timeout", "30"), "--shutdown-timeout");
   c.max_backoff = parse_seconds(setting(r, "max-backoff", "30"), "--max-backoff");

@@ -70,6 +70,14 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(*n * ms_per));
 }
 
+std::string format_duration(std::chrono::seconds d) {
+  auto s = d.count();
+  if (s > 0 && s % 86400 == 0) return fmt::format("{}d", s / 86400);
+  if (s > 0 && s % 3600 == 0) return fmt::format("{}h", s / 3600);
+  if (s > 0 && s % 60 == 0) return fmt::format("{}m", s / 60);
+  return fmt::format("{}s", s);
+}
+
 std::string bytes_text(long long n) {
   if (n < 1024) return fmt::format("{} B", n);
   const char* units[] = {"KiB", "MiB", "GiB", "TiB"};

@@ -14,6 +14,8 @@ namespace walstream {
 std::optional<std::uint64_t> parse_byte_size(std::string_view text, bool allow_zero = false);
 // A duration: digits and a unit, ms, s, m, h or d. nullopt when malformed, out of range or without a unit.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+// The largest unit that divides it: 3600 s -> "1h", 90 s -> "90s".
+std::string format_duration(std::chrono::seconds d);
 // "1.2 GiB (1288490188 B)", or "512 B".
 std::string bytes_text(long long n);
 

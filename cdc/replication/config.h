@@ -10,6 +10,7 @@
 
 #include "redis_url.h"
 #include "units.h"
+#include "retention.h"
 
 namespace walstream {
 
@@ -48,6 +49,7 @@ struct Config {
   OutboxColumns outbox_columns;
   LagWarn lag_warn;  // the WAL guard's thresholds (wal_guard.h)
   std::string metrics_listen;  // HOST:PORT of the metrics endpoint (the CLI serves it); empty: off
+  std::optional<RetentionOptions> retention;  // --retention acked
 };
 
 // What outlives one session. The two start-up decisions an operator asks for once are honoured at the

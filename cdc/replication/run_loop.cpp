@@ -20,6 +20,7 @@
 #include "pipeline.h"
 #include "redis_client.h"
 #include "keys.h"
+#include "retention.h"
 #include "snapshot.h"
 #include "stop_signal.h"
 #include "stream_writer.h"
@@ -85,11 +86,12 @@ void export_slot(const SlotHealth& h) {
 // confirmed_flush_lsn is where the next one resumes, and Redis's high-water marks skip replays.
 class Session {
  public:
-  Session(const Config& config, RunState& once, std::optional<PgConnection>& probe)
+  Session(const Config& config, RunState& once, std::optional<PgConnection>& probe, Retention* retention)
       : config_(config),
         once_(once),
         probe_(probe),
         guard_(config.lag_warn, config.slot),
+        retention_(retention),
         writer_(writer_options(config)),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
@@ -144,6 +146,8 @@ class Session {
     }
     log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
     metrics::registry().role.store(metrics::Role::Active);
+    // Every entry Redis holds below the checkpoint was committed before now.
+    if (retention_) retention_->session_started(std::max(checkpoint, flushed_), now_pg_micros());
     next_status_ = Clock::now();
     next_guard_ = Clock::now();
     std::size_t since_io = 0;
@@ -291,6 +295,7 @@ class Session {
     guard_slot(Clock::now());
     log_replays(true);
     if (config_.redis_wait > 0) log_wait_shortfall();
+    if (retention_) run_retention();
     auto now = Clock::now();
     std::uint64_t flush = flush_position();
     // Status goes out on the interval, on request, and (at most every 100 ms) when the flush moved,
@@ -311,6 +316,19 @@ class Session {
   }
 
   void service_redis(bool readable, bool writable) { writer_.on_io(readable, writable); }
+
+  // A slice of the retention pass when one is due (its own blocking connection, a few ms at a time).
+  void run_retention() {
+    retention_->commit(pipeline_.last_commit_end(), pipeline_.last_commit_time());
+    for (const auto& n : retention_->tick(now_pg_micros())) {
+      switch (n.level) {
+        case RetentionNotice::Level::Debug: log::debug("{}", n.text); break;
+        case RetentionNotice::Level::Info: log::info("{}", n.text); break;
+        case RetentionNotice::Level::Warn: log::warn("{}", n.text); break;
+        case RetentionNotice::Level::Error: log::error("{}", n.text); break;
+      }
+    }
+  }
 
   // Wake-up coalescing. walstream decodes faster than the walsender sends, so while a backlog
   // streams in it would wake for every few kilobytes, and in a VM each wake-up (a context switch)
@@ -344,6 +362,7 @@ class Session {
     auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
                            : 1000L;
     int timeout = static_cast<int>(std::clamp<long>(wait, 0, coalescing_ && read_pg ? kCoalesceWaitMs : 1000));
+    if (retention_ && retention_->busy()) timeout = std::min(timeout, 10);  // a pass goes on between waits
     int r = ::poll(fds, n, timeout);
     if (r < 0) {
       if (errno == EINTR) return;
@@ -426,6 +445,7 @@ class Session {
   RunState& once_;
   std::optional<PgConnection>& probe_;
   WalGuard guard_;
+  Retention* retention_;  // --retention acked; outlives sessions (its time index and counters)
   StreamWriter writer_;
   Catalog catalog_;
   PgConnection repl_;
@@ -476,6 +496,8 @@ int run(const Config& config) {
   bool standby = false;  // the slot is held by another walsender; said once
   std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots, and the WAL guard's
   auto& m = metrics::registry();
+  std::optional<Retention> retention;
+  if (config.retention) retention.emplace(config.redis, config.prefix, *config.retention);
   while (!stop_requested()) {
     auto started = Clock::now();
     try {
@@ -485,7 +507,7 @@ int run(const Config& config) {
         continue;
       }
       if (!standby) m.role.store(metrics::Role::Starting);
-      Session session(config, once, probe);
+      Session session(config, once, probe, retention ? &*retention : nullptr);
       session.run();
       return 0;
     } catch (const StopTimeout&) {
