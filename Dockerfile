@@ -11,7 +11,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
-      libpq-dev libpqxx-dev libhiredis-dev libfmt-dev libcxxopts-dev rapidjson-dev libgtest-dev \
+      libpq-dev libpqxx-dev libhiredis-dev libfmt-dev libcxxopts-dev rapidjson-dev libgtest-dev libcpp-httplib-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -44,10 +44,12 @@ FROM debian:bookworm-slim AS walstream
 # ca-certificates: for sslmode=verify-full against a PostgreSQL with a public certificate.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libpq5 libpqxx-6.4 libhiredis0.14 libfmt9 ca-certificates \
+      libpq5 libpqxx-6.4 libhiredis0.14 libfmt9 libcpp-httplib0.11 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/cdc/cli/walstream /usr/local/bin/walstream
 # walstream keeps no state on disk (the slot and Redis hold it all): any unprivileged user will do.
 USER nobody
+# --metrics-listen :9464 serves /metrics, /healthz and /readyz there (off unless asked for).
+EXPOSE 9464
 ENTRYPOINT ["walstream"]
 CMD ["run"]

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLL_S = 0.02  # how often the drain's end is checked
+SCRAPE_EVERY_S = 0.1  # the scraped walstream drain: /metrics GET this often
 
 
 def log(msg):
@@ -500,11 +501,11 @@ def drain_recvlogical(srv, conn, backlog, slot):
 class Walstream:
     """One walstream child process; always stopped by stop() (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, binary, srv, db, slot, prefix, logfile):
+    def __init__(self, binary, srv, db, slot, prefix, logfile, extra=()):
         self.logfile = logfile
         self.cmd = [binary, "run", "--pg", srv.url(db), "--redis", srv.redis_url(), "--slot", slot,
                     "--publication", "walstream", "--prefix", prefix, "--status-interval", "0.1",
-                    "--adopt-slot"]
+                    "--adopt-slot", *extra]
         self.proc = None
 
     def start(self):
@@ -563,15 +564,54 @@ def wait_slot(conn, slot, lsn, ws, timeout):
         time.sleep(POLL_S)
 
 
-def drain_walstream(binary, srv, conn, r, backlog, slot, prefix, logdir, live):
+class Scraper:
+    """GETs walstream's /metrics every SCRAPE_EVERY_S (ten times as often as a busy Prometheus) while it drains."""
+
+    def __init__(self, port):
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.scrapes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        import urllib.request
+        while not self._stop.wait(SCRAPE_EVERY_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as res:
+                    if res.status == 200 and b"walstream_entries_written_total" in res.read():
+                        self.scrapes += 1
+                        continue
+            except OSError:
+                pass
+            self.failures += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.scrapes
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drain_walstream(binary, srv, conn, r, backlog, slot, prefix, logdir, live, scrape=False):
     copy_slot(conn, slot)
-    ws = Walstream(binary, srv, backlog["database"], slot, prefix, str(logdir / f"{slot}.log"))
+    port = free_port() if scrape else None
+    extra = ["--metrics-listen", f"127.0.0.1:{port}"] if scrape else []
+    ws = Walstream(binary, srv, backlog["database"], slot, prefix, str(logdir / f"{slot}.log"), extra)
     live.append(ws)
     expected = backlog["changes"]
     timeout = drain_timeout(expected)
     redis_cpu0 = redis_cpu_s(r)
     t0 = time.perf_counter()
     ws.start()
+    scraper = Scraper(port) if scrape else None
     wsnd = WalsenderCpu(srv, backlog["database"], slot)
     try:
         deadline = time.monotonic() + timeout
@@ -593,6 +633,7 @@ def drain_walstream(binary, srv, conn, r, backlog, slot, prefix, logdir, live):
         wsnd.sample()
     finally:
         walsender_cpu = wsnd.stop()
+        scrapes = scraper.stop() if scraper else None
         rc = ws.stop()
         live.remove(ws)
     redis_cpu = redis_cpu_s(r) - redis_cpu0
@@ -603,8 +644,11 @@ def drain_walstream(binary, srv, conn, r, backlog, slot, prefix, logdir, live):
     drop_slot(conn, slot)
     r.flushall()
     lines = ws.log_lines()
+    if scraper and scrapes < 1:
+        raise BenchError(f"{slot}: no successful scrape of {scraper.url} during the drain")
     return {
-        "contender": "walstream",
+        "contender": "walstream_scraped" if scrape else "walstream",
+        "scrapes": scrapes,
         "wall_s": t_end - t0,
         "cpu_s": sample["cpu_s"],
         "peak_rss_mb": sample["peak_rss_mb"],
@@ -621,8 +665,10 @@ def drain_walstream(binary, srv, conn, r, backlog, slot, prefix, logdir, live):
 
 def summarize(runs, changes):
     out = {}
-    for name in ("pg_recvlogical", "walstream"):
+    for name in ("pg_recvlogical", "walstream", "walstream_scraped"):
         rs = [x for x in runs if x["contender"] == name]
+        if not rs:
+            continue
         wall = statistics.median(x["wall_s"] for x in rs)
         cpu = statistics.median(x["cpu_s"] for x in rs)
         out[name] = {
@@ -639,7 +685,9 @@ def summarize(runs, changes):
         ws_cpu = [x["walsender_cpu_s"] for x in rs if x.get("walsender_cpu_s") is not None]
         if ws_cpu:
             out[name]["walsender_cpu_us_per_change"] = round(statistics.median(ws_cpu) / changes * 1e6, 3)
-        if name == "walstream":
+        if name == "walstream_scraped":
+            out[name]["scrapes"] = [x["scrapes"] for x in rs]
+        if name.startswith("walstream"):
             out[name]["redis_cpu_us_per_change"] = round(
                 statistics.median(x["redis_cpu_s"] for x in rs) / changes * 1e6, 3)
             out[name]["redis_used_memory_mb"] = round(statistics.median(x["redis_used_memory_mb"] for x in rs), 1)
@@ -647,6 +695,12 @@ def summarize(runs, changes):
             starts = [x["startup_s"] for x in rs if x.get("startup_s") is not None]
             out[name]["startup_s"] = round(statistics.median(starts), 3) if starts else None
     out["ratio_wall_walstream_over_recvlogical"] = round(out["walstream"]["wall_s"] / out["pg_recvlogical"]["wall_s"], 2)
+    if "walstream_scraped" in out:
+        # What serving /metrics costs: CPU per change with a scraper at 10 Hz over CPU per change without.
+        out["ratio_cpu_scraped_over_unscraped"] = round(
+            out["walstream_scraped"]["cpu_s"] / out["walstream"]["cpu_s"], 3)
+        out["ratio_wall_scraped_over_unscraped"] = round(
+            out["walstream_scraped"]["wall_s"] / out["walstream"]["wall_s"], 3)
     return out
 
 
@@ -655,12 +709,13 @@ def drains(binary, srv, r, backlog, reps, logdir, live):
     runs = []
     try:
         for rep in range(1, reps + 1):
-            for name in ("pg_recvlogical", "walstream"):
-                slot = f"copy_{'rl' if name == 'pg_recvlogical' else 'ws'}_{rep}"
+            for name in ("pg_recvlogical", "walstream", "walstream_scraped"):
+                slot = f"copy_{ {'pg_recvlogical': 'rl', 'walstream': 'ws', 'walstream_scraped': 'wm'}[name] }_{rep}"
                 if name == "pg_recvlogical":
                     res = drain_recvlogical(srv, conn, backlog, slot)
                 else:
-                    res = drain_walstream(binary, srv, conn, r, backlog, slot, f"bench{rep}:", logdir, live)
+                    res = drain_walstream(binary, srv, conn, r, backlog, slot, f"bench{rep}:", logdir, live,
+                                          scrape=name == "walstream_scraped")
                 res["rep"] = rep
                 runs.append(res)
                 log(f"{backlog['database']} rep {rep} {name:14s} {res['wall_s']:7.2f} s  "
@@ -954,14 +1009,15 @@ def table(results):
              "walsender µs/chg", "Redis µs/chg", "ws/rl")]
     for b in results["backlogs"]:
         s = b["summary"]
-        for i, name in enumerate(("pg_recvlogical", "walstream")):
+        for i, name in enumerate(n for n in ("pg_recvlogical", "walstream", "walstream_scraped") if n in s):
             x = s[name]
             rows.append((f"{b['plan']['target_changes']:,}" if i == 0 else "", f"{b['changes']:,}" if i == 0 else "",
                          name, f"{x['wall_s']:.2f}", f"{x['changes_per_s']:,}", f"{x['wall_us_per_change']:.2f}",
                          f"{x['cpu_us_per_change']:.2f}", f"{x['peak_rss_mb']:.1f}",
                          f"{x['walsender_cpu_us_per_change']:.2f}" if "walsender_cpu_us_per_change" in x else "",
                          f"{x['redis_cpu_us_per_change']:.2f}" if "redis_cpu_us_per_change" in x else "",
-                         f"{s['ratio_wall_walstream_over_recvlogical']:.2f}" if name == "walstream" else ""))
+                         f"{s['ratio_wall_walstream_over_recvlogical']:.2f}" if name == "walstream" else
+                         f"cpu x{s['ratio_cpu_scraped_over_unscraped']:.3f}" if name == "walstream_scraped" else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for j, r in enumerate(rows):
