@@ -157,6 +157,14 @@ std::string Registry::render() const {
   plain("walstream_redis_wait_shortfalls_total", "counter",
         "WAIT answers with fewer replicas than --redis-wait asks for.", static_cast<double>(wait_shortfalls.value()));
 
+  plain("walstream_retention_trimmed_entries_total", "counter", "Entries --retention acked trimmed.",
+        static_cast<double>(retention_trimmed.value()));
+  plain("walstream_retention_unread_trimmed_entries_total", "counter",
+        "Entries --maxlen trimmed before a consumer group read them.",
+        static_cast<double>(retention_unread_trimmed.value()));
+  plain("walstream_retention_retain_max_trimmed_entries_total", "counter",
+        "Entries a consumer group still needed that --retain-max trimmed.",
+        static_cast<double>(retention_retain_max_trimmed.value()));
   header(out, "walstream_redis_chunk_seconds", "histogram", "Time from sending a MULTI/EXEC chunk to Redis's answer.");
   auto counts = chunk_seconds.cumulative();
   for (std::size_t i = 0; i < chunk_seconds.bounds().size(); ++i) {

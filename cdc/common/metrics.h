@@ -81,6 +81,9 @@ struct Registry {
   Family<Counter> snapshot_rows;  // walstream_snapshot_rows_total{table}
   Family<Counter> reconnects;     // walstream_reconnects_total{server}
   Counter transactions, entries_written, replays_skipped, wait_shortfalls;
+  // --retention acked: entries trimmed; of them, entries a group had not read (lost to --maxlen, or
+  // taken by --retain-max from an abandoned group).
+  Counter retention_trimmed, retention_unread_trimmed, retention_retain_max_trimmed;
   Histogram chunk_seconds;
   Gauge lag_bytes, lag_seconds;
   Gauge safe_wal_size;  // NaN: none (max_slot_wal_keep_size = -1) or not read yet

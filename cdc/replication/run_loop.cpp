@@ -328,6 +328,14 @@ class Session {
         case RetentionNotice::Level::Error: log::error("{}", n.text); break;
       }
     }
+    // The retention's counters outlive sessions: the process's follow them.
+    auto& m = metrics::registry();
+    auto follow = [](metrics::Counter& c, std::uint64_t total) {
+      if (total > c.value()) c.add(total - c.value());
+    };
+    follow(m.retention_trimmed, retention_->trimmed());
+    follow(m.retention_unread_trimmed, retention_->unread_trimmed());
+    follow(m.retention_retain_max_trimmed, retention_->retain_max_trimmed());
   }
 
   // Wake-up coalescing. walstream decodes faster than the walsender sends, so while a backlog

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -651,6 +652,32 @@ TempSlot::~TempSlot() {
   } catch (...) {
     // The database may be gone already; the slot goes with the server then.
   }
+}
+
+HttpReply http_get(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2);
+  client.set_read_timeout(5);
+  auto res = client.Get(path.c_str());
+  if (!res) return {};
+  return {res->status, res->body};
+}
+
+std::optional<double> series_value(const std::string& exposition, const std::string& series) {
+  std::istringstream lines(exposition);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<double> scrape_value(int port, const std::string& series) {
+  auto r = http_get(port, "/metrics");
+  if (r.status != 200) return std::nullopt;
+  return series_value(r.body, series);
 }
 
 }  // namespace harness

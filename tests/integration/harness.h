@@ -197,6 +197,18 @@ class TempSlot {
   std::string name_;
 };
 
+// GET http://127.0.0.1:<port><path> (cpp-httplib's client): status 0 when nothing answered.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+HttpReply http_get(int port, const std::string& path);
+// The value of one series of a Prometheus exposition ("walstream_active",
+// "walstream_changes_total{table=\"public.t\"}"), or nullopt when it has no such line.
+std::optional<double> series_value(const std::string& exposition, const std::string& series);
+// Both: the series from a scrape of walstream's /metrics on port.
+std::optional<double> scrape_value(int port, const std::string& series);
+
 // RSS high-water mark of a process in kB (VmHWM), or -1.
 long peak_rss_kb(pid_t pid);
 

@@ -22,37 +22,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Scrape {
-  int status = 0;
-  std::string body;
-};
+using Scrape = HttpReply;
 
-Scrape get(int port, const std::string& path) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(2);
-  client.set_read_timeout(5);
-  auto res = client.Get(path.c_str());
-  if (!res) return {};
-  return {res->status, res->body};
-}
+Scrape get(int port, const std::string& path) { return http_get(port, path); }
 
-// The value of one series ("walstream_active", "walstream_changes_total{table=\"public.t\"}"), or nullopt.
 std::optional<double> value_of(const std::string& exposition, const std::string& series) {
-  std::istringstream lines(exposition);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
-      return std::stod(line.substr(series.size() + 1));
-    }
-  }
-  return std::nullopt;
+  return series_value(exposition, series);
 }
 
-std::optional<double> metric(int port, const std::string& series) {
-  auto s = get(port, "/metrics");
-  if (s.status != 200) return std::nullopt;
-  return value_of(s.body, series);
-}
+std::optional<double> metric(int port, const std::string& series) { return scrape_value(port, series); }
 
 // promtool's lint of a scrape: throws with promtool's complaints when it finds any.
 void promtool_check(const std::string& exposition, const std::string& name) {

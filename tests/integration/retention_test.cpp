@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <fmt/format.h>
 #include <regex>
 #include <string>
 #include <vector>
@@ -205,7 +206,8 @@ TEST(Retention, MaxlenTrimmingWhatAGroupHasNotReadIsWarnedWithTheCount) {
   Scope s;
   s.sql("CREATE TABLE t (id int PRIMARY KEY, name text)");
   const auto t = s.stream("public.t");
-  Walstream w(retention_args(s, {"--maxlen", "10"}));
+  const int port = free_port();
+  Walstream w(retention_args(s, {"--maxlen", "10", "--metrics-listen", fmt::format("127.0.0.1:{}", port)}));
   ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << w.log();
   redis_command({"XGROUP", "CREATE", t, "g", "0", "MKSTREAM"});
   // One transaction: one MULTI/EXEC, so a pass sees none or all of it.
@@ -227,6 +229,9 @@ TEST(Retention, MaxlenTrimmingWhatAGroupHasNotReadIsWarnedWithTheCount) {
   auto log = w.log();
   EXPECT_EQ(count(log, "--maxlen trimmed"), 1u) << log;  // once per stream and group; none for 'late'
   EXPECT_EQ(count(log, "'late'"), 0u) << log;
+  // The same count in the metric an alert would watch.
+  EXPECT_EQ(scrape_value(port, "walstream_retention_unread_trimmed_entries_total"), 100 - length);
+  EXPECT_EQ(scrape_value(port, "walstream_retention_retain_max_trimmed_entries_total"), 0);
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
 }
@@ -236,7 +241,9 @@ TEST(Retention, RetainMaxTrimsPastAnAbandonedGroupAndSaysSo) {
   Scope s;
   s.sql("CREATE TABLE t (id int PRIMARY KEY, name text)");
   const auto t = s.stream("public.t");
-  Walstream w(retention_args(s, {"--retain-for", "1s", "--retain-max", "3s"}));
+  const int port = free_port();
+  Walstream w(retention_args(s, {"--retain-for", "1s", "--retain-max", "3s", "--metrics-listen",
+                                 fmt::format("127.0.0.1:{}", port)}));
   ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << w.log();
   redis_command({"XGROUP", "CREATE", t, "gone", "0", "MKSTREAM"});  // never reads
   auto before = Clock::now();
@@ -257,6 +264,9 @@ TEST(Retention, RetainMaxTrimsPastAnAbandonedGroupAndSaysSo) {
   EXPECT_EQ(std::stoll(m[1].str()), 40 - length) << w.log();
   EXPECT_EQ(count(w.log(), "--retain-max 3s trimmed"), 1u) << w.log();
   EXPECT_EQ(count(w.log(), "--maxlen"), 0u) << w.log();
+  EXPECT_EQ(scrape_value(port, "walstream_retention_retain_max_trimmed_entries_total"), 40 - length);
+  EXPECT_GE(scrape_value(port, "walstream_retention_trimmed_entries_total").value_or(0), 40 - length);
+  EXPECT_EQ(scrape_value(port, "walstream_retention_unread_trimmed_entries_total"), 0);
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
 }
