@@ -3,11 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <regex>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "config.h"
@@ -351,7 +354,23 @@ int cmd_run(int argc, char** argv) {
     walstream::prepare_source(config);
     walstream::StreamWriter::Options probe_options;
     probe_options.url = config.redis;
-    walstream::StreamWriter probe(probe_options);
+    // A Redis that is loading its dataset (just restarted, started beside walstream) is not a setup
+    // problem: wait for it, a minute at most, then say so like any other.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    for (bool said = false;;) {
+      try {
+        walstream::StreamWriter probe(probe_options);
+        break;
+      } catch (const walstream::RedisError& e) {
+        if (std::string_view(e.what()).find("LOADING") == std::string_view::npos ||
+            std::chrono::steady_clock::now() > deadline || walstream::stop_requested()) {
+          throw;
+        }
+        if (!said) walstream::log::info("Redis {} is loading its dataset; waiting", config.redis.display());
+        said = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
   } catch (const std::exception& e) {
     walstream::log::error("{}", e.what());
     return 1;

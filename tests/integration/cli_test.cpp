@@ -3,9 +3,11 @@
 // flags win; a Redis that refuses writes (OOM, NOAUTH) is retried until it accepts, losing nothing.
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -400,4 +402,59 @@ TEST(Cli, RedisRequiringAuthIsRetriedNotDropped) {
   redis_cli("CONFIG SET requirepass ''", "x");
   restore.password.clear();
   expect_rows_1_to_50_once(s, w);
+}
+
+// A Redis still loading its dataset (just restarted, or started beside walstream) answers LOADING: not a
+// setup problem. walstream waits for it, says so once, then streams.
+TEST(Cli, WaitsForARedisLoadingItsDataset) {
+  Redis seed;
+  seed.start(false);
+  // 20,000 keys saved, loaded back at 50 µs a key (key-load-delay) with events served every KiB read, so
+  // that PING answers LOADING meanwhile: a few seconds of it.
+  redis_command(seed, {"EVAL", "for i = 1, 20000 do redis.call('SET', 'k' .. i, 'v') end return 1", "0"});
+  redis_command(seed, {"SAVE"});
+  const int port = seed.port();
+  const std::string dir = seed.dir();
+  seed.stop();
+
+  pid_t redis = fork();
+  if (redis == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    execlp("redis-server", "redis-server", "--port", std::to_string(port).c_str(), "--bind", "127.0.0.1", "--dir",
+           dir.c_str(), "--save", "", "--appendonly", "no", "--key-load-delay", "50", "--loading-process-events-interval-bytes", "1024",
+           static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(redis, 0);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } reap{redis};
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      return shell(fmt::format("redis-cli -p {} PING", port)).find("LOADING") != std::string::npos;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }, std::chrono::seconds(5)));
+
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY)");
+  auto args = s.args();
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--redis") args[i + 1] = fmt::format("redis://127.0.0.1:{}", port);
+  }
+  Walstream ws(args);
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); }, std::chrono::seconds(60))) << ws.log();
+  s.sql("INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(wait_until([&] { return xlen(port, s.stream("public.t")) == 1; })) << ws.log();
+  EXPECT_NE(ws.log().find("is loading its dataset; waiting"), std::string::npos) << ws.log();
+  EXPECT_EQ(redis_command(port, {"EXISTS", "k20000"}), std::vector<std::string>{"1"});  // the dataset it waited for
+  ws.signal(SIGTERM);
+  EXPECT_EQ(ws.wait(), 0) << ws.log();
 }
