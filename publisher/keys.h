@@ -36,6 +36,9 @@ struct Keys {
   // Checkpoint hash: `lsn` = end of the last transaction stored, written in the same MULTI/EXEC as
   // the entries it covers. On a single Redis one key; see docs/design.md for the cluster layout.
   std::string checkpoint() const { return prefix + "checkpoint:" + slot; }
+  // Backfill state (cdc/replication/backfill.h): the request being served, where it is, and the queue;
+  // written in the same MULTI/EXEC as the rows it accounts for.
+  std::string backfill() const { return prefix + "backfill:" + slot; }
 };
 
 }  // namespace walstream

@@ -13,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "backfill.h"
 #include "config.h"
+#include "pg_conn.h"
 #include "errors.h"
 #include "log.h"
 #include "metrics_server.h"
@@ -37,6 +39,8 @@ constexpr const char* kUsage =
     "                              print records, events and messages as JSON lines; `walstream tail --help`\n"
     "  walstream status [--json] [options]\n"
     "                              the slot, checkpoint, streams and groups; exit 1 when behind or broken\n"
+    "  walstream backfill <schema.table>... [--where SQL] [--chunk-rows N] [options]\n"
+    "                              republish tables' current rows as `r` records while streaming goes on\n"
     "  walstream --help            this text; `walstream run --help` lists the options\n"
     "  walstream --version\n";
 
@@ -521,6 +525,100 @@ cxxopts::Options status_options() {
   return o;
 }
 
+cxxopts::Options backfill_options() {
+  cxxopts::Options o("walstream backfill",
+                     "Ask the walstream that streams --slot to re-read these tables and publish their current rows as\n"
+                     "`r` records into the live streams, in key order, chunk by chunk, while changes keep flowing.\n"
+                     "The request goes through the replication stream (pg_logical_emit_message, prefix\n"
+                     "walstream.backfill): it is served once walstream reads it, resumes after a restart, and its\n"
+                     "progress is in walstream's log and `walstream status`. A row changed while its chunk is read\n"
+                     "is published only through its change. Tables need a primary key (or replica identity index).\n");
+  o.positional_help("<schema.table>...");
+  o.add_options()
+      ("pg", "PostgreSQL connection: libpq URI or key=value conninfo; empty uses libpq's PG* variables "
+             "[WALSTREAM_PG]", cxxopts::value<std::string>())
+      ("slot", "the slot of the walstream that is to serve it [WALSTREAM_SLOT] (default walstream)",
+       cxxopts::value<std::string>())
+      ("publication", "publication the tables must be in [WALSTREAM_PUBLICATION] (default walstream)",
+       cxxopts::value<std::string>())
+      ("prefix", "stream key prefix, as the walstream's [WALSTREAM_PREFIX] (default walstream:)",
+       cxxopts::value<std::string>())
+      ("where", "only rows matching this SQL condition, e.g. \"created_at > now() - interval '7 days'\"",
+       cxxopts::value<std::string>())
+      ("chunk-rows", "rows read per chunk (default 10000)", cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  o.add_options("positional")("tables", "", cxxopts::value<std::vector<std::string>>());
+  o.parse_positional({"tables"});
+  return o;
+}
+
+int cmd_backfill(int argc, char** argv) {
+  auto options = backfill_options();
+  auto r = parse_or_usage(options, argc, argv);
+  if (r.count("help")) {
+    std::cout << options.help({""});
+    return 0;
+  }
+  walstream::Backfill::Request req;
+  if (r.count("tables")) {
+    for (const auto& name : r["tables"].as<std::vector<std::string>>()) {
+      auto parsed = walstream::parse_qualified_table_name(name);
+      if (!parsed) throw UsageError(fmt::format("backfill: bad table name '{}', expected schema.table", name));
+      req.tables.push_back(walstream::qualified_table_name(parsed->first.empty() ? "public" : parsed->first,
+                                                           parsed->second));
+    }
+  }
+  if (req.tables.empty()) throw UsageError("backfill: name at least one table (schema.table)");
+  auto slot = setting(r, "slot", "walstream");
+  if (!std::regex_match(slot, std::regex("[a-z0-9_]{1,63}"))) {
+    throw UsageError(fmt::format("--slot '{}': a slot name is 1-63 lower-case letters, digits or underscores", slot));
+  }
+  auto publication = setting(r, "publication", "walstream");
+  req.where = setting(r, "where", "");
+  req.chunk_rows = static_cast<long long>(parse_positive(setting(r, "chunk-rows", "10000"), "--chunk-rows"));
+  if (req.chunk_rows > 1'000'000) throw UsageError("--chunk-rows must be at most 1000000");
+  auto conn = walstream::PgConnection::open(setting(r, "pg", ""), false);
+  // What walstream would refuse, refused here first, in one line.
+  for (const auto& name : req.tables) {
+    auto parsed = walstream::parse_qualified_table_name(name);
+    auto found = conn.exec_params(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)) "
+        "FROM pg_publication_tables pt JOIN pg_namespace n ON n.nspname = pt.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
+        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
+        {publication, parsed->first, parsed->second}, PGRES_TUPLES_OK);
+    if (PQntuples(found.get()) != 1) {
+      walstream::log::error("backfill: {} is not in publication '{}'", name, publication);
+      return 1;
+    }
+    if (std::string_view(PQgetvalue(found.get(), 0, 0)) != "t") {
+      walstream::log::error("backfill: {} has no primary key (nor replica identity index) to read it in chunks by; "
+                            "add one, or use --resnapshot for a whole new snapshot",
+                            name);
+      return 1;
+    }
+  }
+  if (!req.where.empty()) {
+    // A condition that does not parse or names no such column fails here, not in walstream.
+    auto parsed = walstream::parse_qualified_table_name(req.tables.front());
+    conn.exec(fmt::format("EXPLAIN SELECT 1 FROM {}.{} WHERE ({})", walstream::quote_ident(parsed->first),
+                          walstream::quote_ident(parsed->second), req.where),
+              PGRES_TUPLES_OK);
+  }
+  auto sent = conn.exec_params("SELECT pg_logical_emit_message(true, $1, $2)",
+                               {std::string(walstream::Backfill::kRequestPrefix), walstream::Backfill::encode(slot, req)},
+                               PGRES_TUPLES_OK);
+  auto held = conn.exec_params("SELECT active FROM pg_replication_slots WHERE slot_name = $1", {slot}, PGRES_TUPLES_OK);
+  std::cout << fmt::format("backfill of {} requested at {}", fmt::join(req.tables, ", "), PQgetvalue(sent.get(), 0, 0));
+  if (PQntuples(held.get()) != 1) {
+    std::cout << fmt::format("; slot '{}' does not exist: no walstream will serve it", slot);
+  } else if (std::string_view(PQgetvalue(held.get(), 0, 0)) != "t") {
+    std::cout << fmt::format("; no walstream holds slot '{}' now: the next one that does serves it", slot);
+  }
+  std::cout << "\n";
+  return 0;
+}
+
 int cmd_status(int argc, char** argv) {
   auto options = status_options();
   auto r = parse_or_usage(options, argc, argv);
@@ -566,6 +664,7 @@ int main(int argc, char** argv) {
     if (cmd == "run") return cmd_run(argc - 1, argv + 1);
     if (cmd == "tail") return cmd_tail(argc - 1, argv + 1);
     if (cmd == "status") return cmd_status(argc - 1, argv + 1);
+    if (cmd == "backfill") return cmd_backfill(argc - 1, argv + 1);
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       std::cout << kUsage;
       return 0;

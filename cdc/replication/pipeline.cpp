@@ -132,6 +132,22 @@ void Pipeline::add_marker() {
 // truncates: the IDs depend only on what the publication sends.
 void Pipeline::on(const pgoutput::Message& m) {
   if (m.transactional) require_transaction("transactional Message");
+  // walstream's own messages are never published: a backfill request (an entry of its transaction: it
+  // takes its seq like any message not published) and the backfill's watermarks.
+  if (m.transactional && m.prefix == Backfill::kRequestPrefix) {
+    ++seq_;
+    if (backfill_) backfill_->on_request(m.content, commit_lsn_);
+    return;
+  }
+  if (m.transactional && m.prefix == Backfill::kFlushPrefix) {
+    ++seq_;
+    return;
+  }
+  if (!m.transactional && m.prefix == Backfill::kWatermarkPrefix) {
+    if (in_txn_) throw PgError(false, "protocol error: a non-transactional Message inside a transaction");
+    if (backfill_) backfill_->on_watermark(m.content, m.lsn);
+    return;
+  }
   const bool selected = options_.messages &&
                         (options_.message_prefixes.empty() ||
                          std::find(options_.message_prefixes.begin(), options_.message_prefixes.end(), m.prefix) !=
@@ -295,6 +311,15 @@ void Pipeline::publish_event(Target& t, const pgoutput::Insert& m) {
   if (add(stream, StreamId{commit_lsn_, ++seq_}, fields_)) count_change(t);
 }
 
+void Pipeline::note_change(const Target& t, const pgoutput::Tuple& tuple) {
+  std::string key;
+  const auto& columns = t.table->columns;
+  for (std::size_t i = 0; i < columns.size() && i < tuple.size(); ++i) {
+    if (columns[i].key) Backfill::append_key_part(key, tuple[i].data);
+  }
+  backfill_->changed(std::move(key));
+}
+
 void Pipeline::on(const pgoutput::Type& m) { catalog_.forget_type(m.oid); }
 
 Pipeline::Target& Pipeline::target(std::uint32_t relid) {
@@ -344,6 +369,7 @@ void Pipeline::on(const pgoutput::Insert& m) {
   require_transaction("Insert");
   auto& t = target(m.relid);
   if (t.outbox) return publish_event(t, m);
+  if (backfill_ && backfill_->watching(m.relid)) note_change(t, m.new_tuple);
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.insert(*t.table, txn_, lsn_text_, cells(m.new_tuple, new_cells_)));
 }
@@ -354,6 +380,10 @@ void Pipeline::on(const pgoutput::Update& m) {
   if (t.outbox) {
     ++seq_;  // only inserts are events ("insert then delete" keeps the table empty); the seq is taken
     return;
+  }
+  if (backfill_ && backfill_->watching(m.relid)) {
+    note_change(t, m.new_tuple);
+    if (m.old_kind) note_change(t, m.old_tuple);  // a key that changed: the old row is gone
   }
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.update(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_),
@@ -367,6 +397,7 @@ void Pipeline::on(const pgoutput::Delete& m) {
     ++seq_;
     return;
   }
+  if (backfill_ && backfill_->watching(m.relid)) note_change(t, m.old_tuple);
   lsn_text_ = copy::format_lsn(current_lsn_);
   emit(t, builder_.remove(*t.table, txn_, lsn_text_, m.old_kind, cells(m.old_tuple, old_cells_)));
 }
@@ -380,6 +411,7 @@ void Pipeline::on(const pgoutput::Truncate& m) {
       ++seq_;
       continue;
     }
+    if (backfill_ && backfill_->watching(relid)) backfill_->truncated();
     emit(t, builder_.truncate(*t.table, txn_, lsn_text_));
   }
 }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backfill.h"
 #include "catalog.h"
 #include "config.h"
 #include "copy_protocol.h"
@@ -38,6 +39,9 @@ class Pipeline {
 
   // One XLogData payload; data_start is the LSN of the change it carries.
   void handle(const copy::XLogData& data);
+
+  // Backfill requests and watermarks go to it, and the changes of the table whose chunk is out.
+  void set_backfill(Backfill* backfill) { backfill_ = backfill; }
 
   bool in_transaction() const { return in_txn_; }
   std::uint64_t changes() const { return changes_; }
@@ -88,12 +92,15 @@ class Pipeline {
   bool add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
   void add_marker();
   void publish_event(Target& t, const pgoutput::Insert& m);
-  void count_change(Target& t);  // one more entry of t's table in the open transaction
+  void count_change(Target& t);
+  // For the backfill's window: the changed row's key (its key columns' values) in `tuple`.
+  void note_change(const Target& t, const pgoutput::Tuple& tuple);  // one more entry of t's table in the open transaction
   StreamWriter::Handle event_stream(std::string_view aggregate_type);
   void require_transaction(const char* what) const;
 
   Catalog& catalog_;
   StreamWriter& writer_;
+  Backfill* backfill_ = nullptr;
   Options options_;
   const Keys& keys_ = options_.keys;
   WaitUntil wait_until_;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "byte_reader.h"
+#include "backfill.h"
 #include "catalog.h"
 #include "copy_protocol.h"
 #include "errors.h"
@@ -96,7 +97,10 @@ class Session {
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
         pipeline_(catalog_, writer_, pipeline_options(config),
-                  [this](const std::function<bool()>& done) { wait_until(done); }) {}
+                  [this](const std::function<bool()>& done) { wait_until(done); }),
+        backfill_(config, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); }) {
+    pipeline_.set_backfill(&backfill_);
+  }
 
   ~Session() {
     log_replays();
@@ -132,6 +136,7 @@ class Session {
     log::debug("Redis checkpoint {} for slot '{}'", copy::format_lsn(checkpoint), config_.slot);
     // Never report less than the slot already confirmed: an early keepalive may carry an older WAL end.
     flushed_ = slots.confirmed_flush();
+    backfill_.resume();
     repl_.start_copy_both(start);
     streaming_ = true;
     once_.streamed = true;
@@ -164,9 +169,11 @@ class Session {
           service_redis(true, true);
           maybe_send_chunk();
           maybe_send_status(false);
+          if (!pipeline_.in_transaction()) backfill_.step();
         }
         continue;
       }
+      if (!pipeline_.in_transaction()) backfill_.step();
       maybe_send_chunk();
       maybe_send_status(false);
       poll_once(true);
@@ -458,6 +465,7 @@ class Session {
   Catalog catalog_;
   PgConnection repl_;
   Pipeline pipeline_;
+  Backfill backfill_;
   std::uint64_t received_ = 0;
   std::uint64_t flushed_ = 0;
   std::uint64_t keepalive_lsn_ = 0;  // WAL end of the last keepalive with no data after it

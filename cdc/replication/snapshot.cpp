@@ -232,6 +232,31 @@ std::uint64_t SlotKeeper::create(PgConnection& repl, SlotStore& store, bool snap
   return cp;
 }
 
+// Fills table.columns as the publication sends them (its column list, attnum order, replica identity
+// flags) and describes them like a Relation message; returns the quoted column list for a SELECT/COPY.
+std::string describe_columns(PgConnection& conn, Catalog& catalog, const std::string& publication, TableInfo& table) {
+  auto cols = conn.exec_params(
+      "SELECT a.attname, a.atttypid, a.atttypmod, coalesce(a.attnum = ANY(i.indkey), false) "
+      "FROM pg_attribute a "
+      "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisreplident "
+      "JOIN pg_publication_tables pt ON pt.pubname = $2 AND pt.schemaname = $3 AND pt.tablename = $4 "
+      "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+      "  AND a.attname = ANY(pt.attnames) ORDER BY a.attnum",
+      {std::to_string(table.relid), publication, table.schema, table.name}, PGRES_TUPLES_OK);
+  std::string select;
+  for (int c = 0; c < PQntuples(cols.get()); ++c) {
+    ColumnInfo col;
+    col.name = PQgetvalue(cols.get(), c, 0);
+    col.type_oid = static_cast<std::uint32_t>(std::stoul(PQgetvalue(cols.get(), c, 1)));
+    col.type_mod = std::stoi(PQgetvalue(cols.get(), c, 2));
+    col.identity = std::string_view(PQgetvalue(cols.get(), c, 3)) == "t";
+    select += (c ? ", " : "") + quote_ident(col.name);
+    table.columns.push_back(std::move(col));
+  }
+  catalog.describe(table);
+  return select;
+}
+
 void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::uint64_t consistent_point) {
   // This instance holds the new slot while it copies: active (a standby must not alarm), not yet ready.
   metrics::registry().role.store(metrics::Role::Snapshot);
@@ -269,25 +294,7 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
       // now() inside the snapshot's transaction: the time the copy started.
       txn.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(field(tables, t, 6))));
     }
-    auto cols = conn.exec_params(
-        "SELECT a.attname, a.atttypid, a.atttypmod, coalesce(a.attnum = ANY(i.indkey), false) "
-        "FROM pg_attribute a "
-        "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisreplident "
-        "JOIN pg_publication_tables pt ON pt.pubname = $2 AND pt.schemaname = $3 AND pt.tablename = $4 "
-        "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
-        "  AND a.attname = ANY(pt.attnames) ORDER BY a.attnum",
-        {std::to_string(table.relid), config_.publication, table.schema, table.name}, PGRES_TUPLES_OK);
-    std::string select;
-    for (int c = 0; c < PQntuples(cols.get()); ++c) {
-      ColumnInfo col;
-      col.name = field(cols, c, 0);
-      col.type_oid = static_cast<std::uint32_t>(std::stoul(field(cols, c, 1)));
-      col.type_mod = std::stoi(field(cols, c, 2));
-      col.identity = field(cols, c, 3) == "t";
-      select += (c ? ", " : "") + quote_ident(col.name);
-      table.columns.push_back(std::move(col));
-    }
-    catalog_.describe(table);
+    std::string select = describe_columns(conn, catalog_, config_.publication, table);
     if (std::find(config_.outbox_tables.begin(), config_.outbox_tables.end(), table.qualified) !=
         config_.outbox_tables.end()) {
       continue;  // an outbox table's rows are events only when inserted, never snapshotted

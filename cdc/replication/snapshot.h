@@ -18,6 +18,10 @@
 
 namespace walstream {
 
+// Fills table.columns (relid, schema and name set) as `publication` sends them and describes them like a
+// Relation message; returns the quoted column list for a SELECT or COPY of them.
+std::string describe_columns(PgConnection& conn, Catalog& catalog, const std::string& publication, TableInfo& table);
+
 class SlotKeeper {
  public:
   // `once` (--resnapshot, --adopt-slot) is cleared once acted on, so a reconnect does not redo it.

@@ -1,0 +1,404 @@
+#include "backfill.h"
+
+#include <fmt/format.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "copy_protocol.h"
+#include "errors.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg_time.h"
+#include "redis_client.h"
+#include "snapshot.h"
+
+namespace walstream {
+namespace {
+
+using RjWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+
+std::string json_strings(const std::vector<std::string>& values) {
+  rapidjson::StringBuffer buf;
+  RjWriter w(buf);
+  w.StartArray();
+  for (const auto& v : values) w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  w.EndArray();
+  return buf.GetString();
+}
+
+std::vector<std::string> parse_strings(std::string_view text) {
+  std::vector<std::string> out;
+  if (text.empty()) return out;
+  rapidjson::Document d;
+  d.Parse(text.data(), text.size());
+  if (d.HasParseError() || !d.IsArray()) throw std::invalid_argument("not a JSON array of strings");
+  for (const auto& v : d.GetArray()) {
+    if (!v.IsString()) throw std::invalid_argument("not a JSON array of strings");
+    out.emplace_back(v.GetString(), v.GetStringLength());
+  }
+  return out;
+}
+
+void write_request(RjWriter& w, const Backfill::Request& r, std::string_view slot) {
+  w.StartObject();
+  if (!slot.empty()) {
+    w.Key("slot");
+    w.String(slot.data(), static_cast<rapidjson::SizeType>(slot.size()));
+  }
+  if (!r.id.empty()) {
+    w.Key("id");
+    w.String(r.id.c_str());
+  }
+  w.Key("tables");
+  w.StartArray();
+  for (const auto& t : r.tables) w.String(t.c_str());
+  w.EndArray();
+  w.Key("where");
+  w.String(r.where.c_str());
+  w.Key("chunk_rows");
+  w.Int64(r.chunk_rows);
+  w.EndObject();
+}
+
+Backfill::Request read_request(const rapidjson::Value& v, std::string* slot) {
+  if (!v.IsObject() || !v.HasMember("tables") || !v["tables"].IsArray()) {
+    throw std::invalid_argument("not a backfill request (an object with \"tables\")");
+  }
+  Backfill::Request r;
+  for (const auto& t : v["tables"].GetArray()) {
+    if (!t.IsString() || t.GetStringLength() == 0) throw std::invalid_argument("a table name is not a string");
+    r.tables.emplace_back(t.GetString(), t.GetStringLength());
+  }
+  if (v.HasMember("where") && v["where"].IsString()) r.where = v["where"].GetString();
+  if (v.HasMember("chunk_rows") && v["chunk_rows"].IsInt64()) r.chunk_rows = v["chunk_rows"].GetInt64();
+  if (r.chunk_rows < 1) throw std::invalid_argument("chunk_rows must be positive");
+  if (v.HasMember("id") && v["id"].IsString()) r.id = v["id"].GetString();
+  if (slot) *slot = v.HasMember("slot") && v["slot"].IsString() ? v["slot"].GetString() : "";
+  return r;
+}
+
+}  // namespace
+
+std::string Backfill::encode(std::string_view slot, const Request& r) {
+  rapidjson::StringBuffer buf;
+  RjWriter w(buf);
+  write_request(w, r, slot);
+  return buf.GetString();
+}
+
+Backfill::Request Backfill::decode(std::string_view content, std::string* slot) {
+  rapidjson::Document d;
+  d.Parse(content.data(), content.size());
+  if (d.HasParseError()) throw std::invalid_argument("not JSON");
+  return read_request(d, slot);
+}
+
+void Backfill::append_key_part(std::string& key, std::string_view value) {
+  key += std::to_string(value.size());
+  key.push_back(':');
+  key.append(value);
+}
+
+Backfill::Backfill(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until)
+    : config_(config),
+      catalog_(catalog),
+      writer_(writer),
+      wait_until_(std::move(wait_until)),
+      keys_{config.prefix, config.slot} {}
+
+PgConnection& Backfill::sql() {
+  if (!sql_) sql_.emplace(PgConnection::open(config_.pg, false));
+  return *sql_;
+}
+
+void Backfill::resume() {
+  RedisClient redis(config_.redis);
+  auto all = redis.checked({"HGETALL", keys_.backfill()}).strings();
+  std::unordered_map<std::string, std::string> f;
+  for (std::size_t i = 0; i + 1 < all.size(); i += 2) f[all[i]] = all[i + 1];
+  if (f["status"] != "running") return;
+  try {
+    Active a;
+    a.request = decode(f["request"], nullptr);
+    a.table = static_cast<std::size_t>(std::stoull(f["table"]));
+    a.after = f["after"];
+    a.rows = std::stoll(f["rows"]);
+    a.chunks = std::stoll(f["chunks"]);
+    rapidjson::Document q;
+    if (!f["queue"].empty()) {
+      q.Parse(f["queue"].data(), f["queue"].size());
+      if (q.HasParseError() || !q.IsArray()) throw std::invalid_argument("queue is not a JSON array");
+      for (const auto& r : q.GetArray()) queue_.push_back(read_request(r, nullptr));
+    }
+    log::info("backfill {}: resuming at table {} of {} ({}), after {} rows", a.request.id, a.table + 1,
+              a.request.tables.size(), a.table < a.request.tables.size() ? a.request.tables[a.table] : "-", a.rows);
+    active_ = std::move(a);
+  } catch (const std::exception& e) {
+    throw ConfigError(fmt::format("{} holds a backfill state walstream cannot read ({}); delete the key to drop "
+                                  "the backfill, then request it again",
+                                  keys_.backfill(), e.what()));
+  }
+}
+
+void Backfill::on_request(std::string_view content, std::uint64_t commit_lsn) {
+  std::string slot;
+  Request r;
+  try {
+    r = decode(content, &slot);
+  } catch (const std::invalid_argument& e) {
+    log::error("backfill request at {} ignored: {}", copy::format_lsn(commit_lsn), e.what());
+    return;
+  }
+  if (slot != config_.slot) return;  // for the walstream of another slot
+  r.id = copy::format_lsn(commit_lsn);
+  // A request resent after a restart (its transaction was not confirmed) is already known.
+  if (active_ && active_->request.id == r.id) return;
+  for (const auto& q : queue_) {
+    if (q.id == r.id) return;
+  }
+  log::info("backfill {}: requested for {}{}", r.id, fmt::join(r.tables, ", "),
+            r.where.empty() ? "" : fmt::format(" where {}", r.where));
+  if (active_) {
+    queue_.push_back(std::move(r));
+  } else {
+    active_.emplace();
+    active_->request = std::move(r);
+  }
+  write_state();  // in the request's own transaction: stored with its commit
+}
+
+std::string Backfill::watermark(const Chunk& c, const char* which) const {
+  return fmt::format("{} {} {}", c.request_id, c.number, which);
+}
+
+void Backfill::step() {
+  if (chunk_ || !active_) return;
+  auto& a = *active_;
+  if (a.table >= a.request.tables.size()) return;
+  const auto& name = a.request.tables[a.table];
+  auto parsed = parse_qualified_table_name(name);
+  Chunk c;
+  c.request_id = a.request.id;
+  c.number = a.chunks + 1;
+  auto& pg = sql();
+  std::optional<std::string> refused;
+  std::string select, rowfilter;
+  if (!parsed) {
+    refused = "not a table name";
+  } else {
+    auto found = pg.exec_params(
+        "SELECT c.oid, c.relreplident, coalesce(pt.rowfilter, '') FROM pg_publication_tables pt "
+        "JOIN pg_namespace n ON n.nspname = pt.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
+        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
+        {config_.publication, parsed->first.empty() ? "public" : parsed->first, parsed->second}, PGRES_TUPLES_OK);
+    if (PQntuples(found.get()) != 1) {
+      refused = fmt::format("not in publication '{}'", config_.publication);
+    } else {
+      c.table.relid = static_cast<std::uint32_t>(std::stoul(PQgetvalue(found.get(), 0, 0)));
+      c.table.schema = parsed->first.empty() ? "public" : parsed->first;
+      c.table.name = parsed->second;
+      c.table.replident = PQgetvalue(found.get(), 0, 1)[0];
+      rowfilter = PQgetvalue(found.get(), 0, 2);
+      select = describe_columns(pg, catalog_, config_.publication, c.table);
+      if (std::find(config_.outbox_tables.begin(), config_.outbox_tables.end(), c.table.qualified) !=
+          config_.outbox_tables.end()) {
+        refused = "an outbox table (its rows are events only when inserted)";
+      } else if (!c.table.has_key) {
+        refused = "it has no primary key (nor replica identity index) to read it in chunks by";
+      }
+    }
+  }
+  if (refused) {
+    log::error("backfill {}: {} skipped: {}", a.request.id, name, *refused);
+    c.last = true;
+    c.after = a.after;
+  } else {
+    std::vector<std::string> key_cols;
+    std::vector<std::size_t> key_at;
+    for (std::size_t i = 0; i < c.table.columns.size(); ++i) {
+      if (c.table.columns[i].key) {
+        key_cols.push_back(quote_ident(c.table.columns[i].name));
+        key_at.push_back(i);
+      }
+    }
+    auto after = parse_strings(a.after);
+    std::vector<std::string> where, params = after;
+    if (!after.empty()) {
+      std::string lhs, rhs;
+      for (std::size_t i = 0; i < key_cols.size(); ++i) {
+        lhs += (i ? ", " : "") + key_cols[i];
+        rhs += fmt::format("{}${}", i ? ", " : "", i + 1);
+      }
+      where.push_back(fmt::format("ROW({}) > ROW({})", lhs, rhs));
+    }
+    if (!rowfilter.empty()) where.push_back(rowfilter);
+    if (!a.request.where.empty()) where.push_back(fmt::format("({})", a.request.where));
+    std::string query = fmt::format("SELECT {}, (extract(epoch FROM now()) * 1000000)::bigint FROM {}.{}{}{} ORDER BY {} LIMIT {}", select,
+                                    quote_ident(c.table.schema), quote_ident(c.table.name),
+                                    where.empty() ? "" : " WHERE ", fmt::format("{}", fmt::join(where, " AND ")),
+                                    fmt::join(key_cols, ", "), a.request.chunk_rows);
+    // Low watermark, the read, high watermark: every change committed between the two marks is in the
+    // stream between them, and the read saw the table at some point in between.
+    pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2)",
+                   {std::string(kWatermarkPrefix), watermark(c, "low")}, PGRES_TUPLES_OK);
+    pg.exec("BEGIN READ ONLY", PGRES_COMMAND_OK);
+    try {
+      auto rows = pg.exec_params(query, params, PGRES_TUPLES_OK);
+      pg.exec("COMMIT", PGRES_COMMAND_OK);
+      const int n = PQntuples(rows.get());
+      const int ncols = static_cast<int>(c.table.columns.size());
+      c.rows.reserve(static_cast<std::size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        std::vector<std::optional<std::string>> row;
+        row.reserve(static_cast<std::size_t>(ncols));
+        for (int col = 0; col < ncols; ++col) {
+          if (PQgetisnull(rows.get(), r, col)) {
+            row.emplace_back(std::nullopt);
+          } else {
+            row.emplace_back(std::string(PQgetvalue(rows.get(), r, col), PQgetlength(rows.get(), r, col)));
+          }
+        }
+        c.rows.push_back(std::move(row));
+      }
+      if (n > 0) {
+        std::vector<std::string> last;
+        for (auto i : key_at) last.push_back(c.rows.back()[i].value_or(""));
+        c.after = json_strings(last);
+        // now() of the read's transaction: when these rows were the table's.
+        c.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(PQgetvalue(rows.get(), 0, ncols))));
+      } else {
+        c.after = a.after;
+      }
+      c.last = n < a.request.chunk_rows;
+    } catch (const PgError& e) {
+      sql_.reset();
+      if (e.transient()) throw;
+      log::error("backfill {}: reading {} failed: {}; skipped", a.request.id, name, e.what());
+      c.rows.clear();
+      c.last = true;
+      c.after = a.after;
+    }
+  }
+  pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2)", {std::string(kWatermarkPrefix), watermark(c, "high")},
+                 PGRES_TUPLES_OK);
+  // PostgreSQL 15 does not flush a non-transactional message's WAL, and the walsender sends only
+  // flushed WAL: without this the mark waits for the WAL writer (up to wal_writer_delay, 200 ms a
+  // chunk). A transaction's commit flushes everything before it.
+  pg.exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
+  chunk_ = std::move(c);
+}
+
+void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
+  if (!chunk_) return;  // an earlier session's marks, or another walstream's
+  auto& c = *chunk_;
+  if (content == watermark(c, "low")) {
+    c.low_seen = true;
+    return;
+  }
+  if (content != watermark(c, "high")) return;
+  if (!c.low_seen) {
+    chunk_.reset();  // cannot happen (the low mark is written first); read the chunk again
+    return;
+  }
+  auto& a = *active_;
+  std::uint64_t published = 0;
+  writer_.begin_transaction();
+  if (!c.rows.empty() && !c.truncated) {
+    auto stream = writer_.stream(keys_.stream(c.table.qualified));
+    ensure_hwm(writer_, stream, wait_until_);
+    writer_.add_hset(keys_.registry(c.table.qualified), c.table.version, c.table.registry_json);
+    TxnContext txn;
+    txn.xid = "0";
+    txn.ts = c.ts;
+    std::string lsn_text = copy::format_lsn(lsn);
+    std::vector<Cell> cells;
+    std::string key;
+    auto& counter = metrics::registry().snapshot_rows.at(c.table.qualified);
+    std::uint64_t seq = 0;
+    for (const auto& row : c.rows) {
+      key.clear();
+      for (std::size_t i = 0; i < c.table.columns.size(); ++i) {
+        if (c.table.columns[i].key) append_key_part(key, row[i].value_or(""));
+      }
+      if (c.changed.count(key)) continue;  // changed meanwhile: its change says what it is now
+      cells.clear();
+      for (const auto& v : row) cells.push_back(v ? Cell{Cell::State::Text, *v} : Cell{Cell::State::Null, {}});
+      send_if_full(writer_, wait_until_);
+      // IDs from the high mark's LSN - 1, as a non-transactional message's: no commit has it, so the
+      // rows sort after every change committed before the mark and before every one after it.
+      if (writer_.add_entry(stream, StreamId{lsn - 1, ++seq}, builder_.snapshot(c.table, txn, lsn_text, cells))) {
+        ++published;
+        counter.add();
+      }
+    }
+  }
+  a.rows += static_cast<long long>(published);
+  a.chunks = c.number;
+  a.after = c.after;
+  std::string table = a.table < a.request.tables.size() ? a.request.tables[a.table] : "";
+  if (c.last) {
+    log::info("backfill {}: {} done ({} rows in {} chunk(s))", a.request.id, table, a.rows, a.chunks);
+    finish_table();
+  } else if (c.number % 10 == 0) {
+    log::info("backfill {}: {}: {} rows so far", a.request.id, table, a.rows);
+  }
+  write_state();
+  writer_.mark_commit(lsn);
+  chunk_.reset();
+}
+
+void Backfill::finish_table() {
+  auto& a = *active_;
+  ++a.table;
+  a.after.clear();
+  a.rows = 0;
+  a.chunks = 0;
+  if (a.table < a.request.tables.size()) return;
+  log::info("backfill {}: done", a.request.id);
+  last_done_ = a.request.id;
+  active_.reset();
+  if (!queue_.empty()) {
+    active_.emplace();
+    active_->request = std::move(queue_.front());
+    queue_.pop_front();
+  }
+}
+
+void Backfill::write_state() {
+  const auto key = keys_.backfill();
+  if (!active_) {
+    for (const char* f : {"request", "table", "after", "rows", "chunks"}) writer_.add_hset(key, f, "");
+    writer_.add_hset(key, "status", "done");
+    writer_.add_hset(key, "done", last_done_);
+    writer_.add_hset(key, "queue", "[]");
+    return;
+  }
+  const auto& a = *active_;
+  rapidjson::StringBuffer req;
+  {
+    RjWriter w(req);
+    write_request(w, a.request, "");
+  }
+  rapidjson::StringBuffer queue;
+  {
+    RjWriter w(queue);
+    w.StartArray();
+    for (const auto& q : queue_) write_request(w, q, "");
+    w.EndArray();
+  }
+  writer_.add_hset(key, "status", "running");
+  writer_.add_hset(key, "request", req.GetString());
+  writer_.add_hset(key, "table", std::to_string(a.table));
+  writer_.add_hset(key, "after", a.after);
+  writer_.add_hset(key, "rows", std::to_string(a.rows));
+  writer_.add_hset(key, "chunks", std::to_string(a.chunks));
+  writer_.add_hset(key, "queue", queue.GetString());
+}
+
+}  // namespace walstream

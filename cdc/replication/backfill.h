@@ -1,0 +1,105 @@
+// Backfill while streaming (`walstream backfill`): re-reads tables in key order, chunk by chunk, and
+// publishes their current rows as `r` records into the live streams, with low/high watermarks in the
+// WAL (the DBLog algorithm) so that a row changed while its chunk is read is published only through
+// its change. Requests come through the replication stream itself (pg_logical_emit_message, prefix
+// kRequestPrefix), ordered with the changes; the state lives in Redis (<prefix>backfill:<slot>),
+// written with the rows it accounts for, so a restart resumes from the last chunk stored.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "catalog.h"
+#include "config.h"
+#include "keys.h"
+#include "pg_conn.h"
+#include "record.h"
+#include "relation_cache.h"
+#include "stream_writer.h"
+#include "writer_flow.h"
+
+namespace walstream {
+
+class Backfill {
+ public:
+  static constexpr std::string_view kRequestPrefix = "walstream.backfill";
+  static constexpr std::string_view kWatermarkPrefix = "walstream.watermark";
+  static constexpr std::string_view kFlushPrefix = "walstream.flush";  // an empty transaction after a mark
+
+  // One request: tables (qualified names), an optional extra WHERE, the chunk size. `id` is the commit
+  // LSN of the transaction that carried it.
+  struct Request {
+    std::string id;
+    std::vector<std::string> tables;
+    std::string where;
+    long long chunk_rows = 10'000;
+  };
+  // The content of a request message, and back (throws std::invalid_argument on a malformed one).
+  static std::string encode(std::string_view slot, const Request& r);
+  static Request decode(std::string_view content, std::string* slot);
+
+  Backfill(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until);
+
+  // At session start: the state Redis holds (a request interrupted by a stop or a crash goes on).
+  void resume();
+  // A request message in the open transaction (commit LSN commit_lsn): queued, and the state written
+  // into that transaction's chunk.
+  void on_request(std::string_view content, std::uint64_t commit_lsn);
+  // A watermark message (non-transactional, ending at lsn).
+  void on_watermark(std::string_view content, std::uint64_t lsn);
+  // Changes streamed between a chunk's watermarks: the key (key_text) of each changed row of that table.
+  bool watching(std::uint32_t relid) const { return chunk_ && chunk_->low_seen && chunk_->table.relid == relid; }
+  void changed(std::string key) { chunk_->changed.insert(std::move(key)); }
+  void truncated() { chunk_->truncated = true; }
+  // Between transactions: reads the next chunk when none is out (emits its watermarks).
+  void step();
+  bool busy() const { return active_.has_value(); }
+
+  // The key of a row: its key columns' text values, length-prefixed (unambiguous whatever they hold).
+  static void append_key_part(std::string& key, std::string_view value);
+
+ private:
+  struct Chunk {
+    std::string request_id;
+    long long number = 0;
+    TableInfo table;
+    std::vector<std::vector<std::optional<std::string>>> rows;
+    std::string after;       // state: the key values of the chunk's last row (JSON array), or the previous
+    bool last = false;       // fewer rows than asked: the table is done with this chunk
+    bool low_seen = false;
+    bool truncated = false;
+    std::unordered_set<std::string> changed;
+    std::string ts;
+  };
+  struct Active {
+    Request request;
+    std::size_t table = 0;   // index into request.tables
+    std::string after;       // JSON array of the key values after which the next chunk starts ("" = start)
+    long long rows = 0;      // published so far
+    long long chunks = 0;
+  };
+
+  PgConnection& sql();
+  void write_state();
+  void finish_table();
+  std::string watermark(const Chunk& c, const char* which) const;
+
+  const Config& config_;
+  Catalog& catalog_;
+  StreamWriter& writer_;
+  WaitUntil wait_until_;
+  Keys keys_;
+  std::optional<PgConnection> sql_;
+  std::optional<Active> active_;
+  std::deque<Request> queue_;
+  std::optional<Chunk> chunk_;
+  std::string last_done_;  // the last request finished in this session
+  RecordBuilder builder_;
+};
+
+}  // namespace walstream

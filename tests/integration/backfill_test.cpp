@@ -1,0 +1,210 @@
+// `walstream backfill` while changes flow: the request goes through the WAL, chunks are read between
+// low/high watermarks, and replaying the stream in ID order (r, c, u as upserts, d as delete, t as
+// clear) gives exactly the table's rows — under a concurrent load, and across a SIGKILL mid-backfill.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <fmt/format.h>
+#include <map>
+#include <memory>
+#include <pqxx/pqxx>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "harness.h"
+
+using namespace harness;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Random single-row transactions on acc (updates, deletes, inserts of new ids) until stopped.
+class Load {
+ public:
+  Load(std::string conninfo, int rows) : conninfo_(std::move(conninfo)), rows_(rows), thread_([this] { run(); }) {}
+  ~Load() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int done() const { return done_; }
+
+ private:
+  void run() {
+    pqxx::connection c(conninfo_);
+    std::mt19937 rng(42);
+    int next_id = rows_ + 1;
+    while (!stop_) {
+      int id = static_cast<int>(rng() % static_cast<unsigned>(rows_)) + 1;
+      int op = static_cast<int>(rng() % 10);
+      pqxx::nontransaction tx(c);
+      if (op < 6) {
+        tx.exec(fmt::format("UPDATE acc SET balance = balance + 1, note = 'u{}' WHERE id = {}", done_.load(), id));
+      } else if (op < 8) {
+        tx.exec(fmt::format("DELETE FROM acc WHERE id = {}", id));
+      } else if (op < 9) {
+        tx.exec(fmt::format("INSERT INTO acc VALUES ({}, 0, 'new') ON CONFLICT DO NOTHING", next_id++));
+      } else {
+        // A key change: the row moves to a new id (the old one must not come back).
+        tx.exec(fmt::format("UPDATE acc SET id = {} WHERE id = {}", next_id++, id));
+      }
+      ++done_;
+    }
+  }
+  std::string conninfo_;
+  int rows_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> done_{0};
+  std::thread thread_;
+};
+
+// The table as a subscriber rebuilds it from the stream: key -> after.
+std::map<std::string, std::string> replay(const std::vector<Entry>& entries) {
+  std::map<std::string, std::string> rows;
+  for (const auto& e : entries) {
+    const auto& op = e.fields.at("op");
+    if (op == "t") {
+      rows.clear();
+    } else if (op == "d") {
+      rows.erase(e.fields.at("key"));
+    } else {
+      // An update that changed the key carries the old key as `before` (replica identity DEFAULT).
+      if (op == "u" && e.fields.count("before")) rows.erase(e.fields.at("before"));
+      rows[e.fields.at("key")] = e.fields.at("after");
+    }
+  }
+  return rows;
+}
+
+std::map<std::string, std::string> table_rows(const Scope& s) {
+  std::map<std::string, std::string> rows;
+  for (const auto& r : query(s.conninfo, "SELECT id, balance, note FROM acc")) {
+    rows[fmt::format(R"({{"id":{}}})", *r[0])] = fmt::format(R"({{"id":{},"balance":{},"note":"{}"}})", *r[0], *r[1],
+                                                              *r[2]);
+  }
+  return rows;
+}
+
+std::string backfill_state(const Scope& s, const std::string& field) {
+  auto v = redis_command({"HGET", s.prefix + "backfill:" + s.slot, field});
+  return v.empty() ? "" : v[0];
+}
+
+void expect_replay_is_the_table(const Scope& s) {
+  auto entries = xrange(s.stream("public.acc"));
+  auto rebuilt = replay(entries);
+  auto rows = table_rows(s);
+  EXPECT_EQ(rebuilt.size(), rows.size());
+  int wrong = 0;
+  for (const auto& [key, after] : rows) {
+    auto it = rebuilt.find(key);
+    if (it == rebuilt.end() || it->second != after) {
+      if (++wrong <= 5) ADD_FAILURE() << key << ": table " << after << ", stream " << (it == rebuilt.end() ? "-" : it->second);
+    }
+  }
+  for (const auto& [key, after] : rebuilt) {
+    if (!rows.count(key) && ++wrong <= 10) ADD_FAILURE() << key << ": in the stream (" << after << "), not in the table";
+  }
+  EXPECT_EQ(wrong, 0);
+  for (std::size_t i = 1; i < entries.size(); ++i) ASSERT_LT(parse_entry_id(entries[i - 1].id), parse_entry_id(entries[i].id));
+}
+
+void create_acc(const Scope& s, int rows) {
+  s.sql(fmt::format("CREATE TABLE acc (id int PRIMARY KEY, balance int NOT NULL, note text NOT NULL);"
+                    "INSERT INTO acc SELECT g, 0, 'n' || g FROM generate_series(1, {}) g",
+                    rows));
+}
+
+}  // namespace
+
+TEST(Backfill, UnderLoadTheStreamReplaysToTheTable) {
+  Scope s;
+  const int rows = 30'000;
+  create_acc(s, rows);
+  // No initial snapshot: the rows already there reach the stream only through the backfill.
+  Walstream ws(with(s.args(), {"--snapshot", "never"}));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws.log();
+  Load load(s.conninfo, rows);
+  ASSERT_TRUE(wait_until([&] { return load.done() > 200; })) << ws.log();
+  auto req = run_walstream({"backfill", "public.acc", "--pg", s.conninfo, "--slot", s.slot, "--chunk-rows", "500"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  EXPECT_NE(req.output.find("backfill of public.acc requested at "), std::string::npos) << req.output;
+  ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; }, 120s)) << ws.log();
+  const int during = load.done();
+  load.stop();
+  ASSERT_TRUE(wait_until([&] { return s.caught_up(); })) << ws.log();
+  ASSERT_TRUE(wait_until([&] { return replay(xrange(s.stream("public.acc"))).size() == table_rows(s).size(); }, 10s));
+  expect_replay_is_the_table(s);
+  EXPECT_GT(during, 300) << "the load did not run alongside the backfill";
+  EXPECT_NE(ws.log().find("public.acc done ("), std::string::npos) << ws.log();
+  // The watermarks and the request are walstream's own: never published as messages.
+  EXPECT_EQ(redis_command({"EXISTS", s.prefix + "messages:walstream.watermark"}), std::vector<std::string>{"0"});
+  EXPECT_EQ(redis_command({"EXISTS", s.prefix + "messages:walstream.backfill"}), std::vector<std::string>{"0"});
+  ws.signal(SIGTERM);
+  EXPECT_EQ(ws.wait(), 0) << ws.log();
+}
+
+TEST(Backfill, SigkillMidwayResumesFromTheLastChunkStored) {
+  Scope s;
+  const int rows = 60'000;
+  create_acc(s, rows);
+  auto args = with(s.args(), {"--snapshot", "never"});
+  auto ws = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws->log();
+  Load load(s.conninfo, rows);
+  auto req = run_walstream({"backfill", "public.acc", "--pg", s.conninfo, "--slot", s.slot, "--chunk-rows", "1000"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  ASSERT_TRUE(wait_until([&] {
+    auto chunks = backfill_state(s, "chunks");
+    return backfill_state(s, "status") == "running" && !chunks.empty() && std::stoi(chunks) >= 5;
+  }, 60s)) << ws->log();
+  ws->signal(SIGKILL);
+  ws->wait();
+  const auto stored = std::stoi(backfill_state(s, "chunks"));
+  ASSERT_LT(stored, 60) << "the backfill ended before the kill: nothing left to resume";
+  ws = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; }, 120s)) << ws->log();
+  load.stop();
+  ASSERT_TRUE(wait_until([&] { return s.caught_up(); })) << ws->log();
+  expect_replay_is_the_table(s);
+  // It went on from where Redis said it was, not from the start.
+  EXPECT_NE(ws->log().find("resuming at table 1 of 1 (public.acc)"), std::string::npos) << ws->log();
+  ws->signal(SIGTERM);
+  EXPECT_EQ(ws->wait(), 0) << ws->log();
+}
+
+TEST(Backfill, WhereLimitsTheRowsAndBadRequestsAreOneLine) {
+  Scope s;
+  create_acc(s, 1000);
+  s.sql("CREATE TABLE nokey (v int); INSERT INTO nokey VALUES (1)");
+  Walstream ws(with(s.args(), {"--snapshot", "never"}));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws.log();
+  auto base = std::vector<std::string>{"backfill", "--pg", s.conninfo, "--slot", s.slot};
+
+  auto nokey = run_walstream(with(base, {"public.nokey"}));
+  EXPECT_EQ(nokey.code, 1) << nokey.output;
+  EXPECT_NE(nokey.output.find("public.nokey has no primary key"), std::string::npos) << nokey.output;
+  auto missing = run_walstream(with(base, {"public.nothere"}));
+  EXPECT_EQ(missing.code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("public.nothere is not in publication 'walstream'"), std::string::npos)
+      << missing.output;
+  auto none = run_walstream(base);
+  EXPECT_EQ(none.code, 2) << none.output;
+  auto badwhere = run_walstream(with(base, {"public.acc", "--where", "nosuchcolumn > 1"}));
+  EXPECT_EQ(badwhere.code, 1) << badwhere.output;
+  EXPECT_NE(badwhere.output.find("nosuchcolumn"), std::string::npos) << badwhere.output;
+
+  auto ok = run_walstream(with(base, {"public.acc", "--where", "id <= 100", "--chunk-rows", "30"}));
+  ASSERT_EQ(ok.code, 0) << ok.output;
+  ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; })) << ws.log();
+  auto entries = xrange(s.stream("public.acc"));
+  ASSERT_EQ(entries.size(), 100u) << ws.log();
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(entries[i].fields.at("op"), "r");
+    EXPECT_EQ(entries[i].fields.at("after"), fmt::format(R"({{"id":{},"balance":0,"note":"n{}"}})", i + 1, i + 1));
+  }
+  EXPECT_NE(ws.log().find("public.acc done (100 rows in 4 chunk(s))"), std::string::npos) << ws.log();
+}
