@@ -61,6 +61,7 @@ struct Report {
   std::optional<std::uint64_t> checkpoint_lsn;
   bool checkpoint_creating = false;
   std::vector<std::pair<std::string, std::string>> snapshot;
+  std::vector<std::pair<std::string, std::string>> backfill;  // <prefix>backfill:<slot>, fields in order
   std::vector<StreamInfo> streams;
   // What is wrong, one line each.
   std::vector<std::string> reasons;
@@ -211,6 +212,14 @@ void gather_redis(const StatusOptions& o, Report& r) {
     }
     auto snapshot = redis.checked({"HGETALL", keys.snapshot_state()}).strings();
     for (std::size_t i = 0; i + 1 < snapshot.size(); i += 2) r.snapshot.emplace_back(snapshot[i], snapshot[i + 1]);
+    // The backfill's state, its status first, then in the order an operator reads it.
+    const std::vector<std::string> order = {"status", "request", "table", "rows", "chunks", "after", "done", "queue"};
+    auto backfill = redis.checked({"HMGET", keys.backfill(), order[0], order[1], order[2], order[3], order[4], order[5],
+                                   order[6], order[7]})
+                        .optional_strings();
+    for (std::size_t i = 0; i < backfill.size() && i < order.size(); ++i) {
+      if (backfill[i] && !backfill[i]->empty()) r.backfill.emplace_back(order[i], *backfill[i]);
+    }
 
     std::vector<std::string> found;
     std::string cursor = "0";
@@ -429,6 +438,19 @@ std::string json_report(const StatusOptions& o, const Report& r) {
   w.end_object();
   w.end_object();
 
+  w.key("backfill");
+  w.start_object();
+  w.key("key");
+  w.string(keys.backfill());
+  w.key("state");
+  w.start_object();
+  for (const auto& [f, v] : r.backfill) {
+    w.key(f);
+    w.string(v);
+  }
+  w.end_object();
+  w.end_object();
+
   w.key("streams");
   w.start_array();
   for (const auto& s : r.streams) {
@@ -528,6 +550,9 @@ void human_report(std::ostream& out, const StatusOptions& o, const Report& r) {
   std::string snap;
   for (const auto& [f, v] : r.snapshot) snap += (snap.empty() ? "" : ", ") + f + " " + v;
   out << "snapshot     " << keys.snapshot_state() << ": " << (snap.empty() ? "none" : snap) << '\n';
+  std::string fill;
+  for (const auto& [f, v] : r.backfill) fill += (fill.empty() ? "" : ", ") + f + " " + v;
+  out << "backfill     " << keys.backfill() << ": " << (fill.empty() ? "none" : fill) << '\n';
 
   out << '\n';
   if (r.streams.empty()) {

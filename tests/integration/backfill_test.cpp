@@ -165,6 +165,13 @@ TEST(Backfill, SigkillMidwayResumesFromTheLastChunkStored) {
   ws->wait();
   const auto stored = std::stoi(backfill_state(s, "chunks"));
   ASSERT_LT(stored, 60) << "the backfill ended before the kill: nothing left to resume";
+  // `walstream status` shows the backfill waiting to go on.
+  auto st = run_walstream({"status", "--pg", s.conninfo, "--redis", redis().url(), "--slot", s.slot, "--prefix",
+                           s.prefix});
+  EXPECT_NE(st.output.find(fmt::format("backfill     {}backfill:{}: status running", s.prefix, s.slot)),
+            std::string::npos)
+      << st.output;
+  EXPECT_NE(st.output.find(fmt::format("chunks {}", stored)), std::string::npos) << st.output;
   ws = std::make_unique<Walstream>(args);
   ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; }, 120s)) << ws->log();
   load.stop();
