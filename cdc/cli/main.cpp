@@ -202,6 +202,9 @@ cxxopts::Options run_options() {
        cxxopts::value<std::string>())
       ("transactions", "write a marker entry per committed transaction on <prefix>transactions, in the same "
                        "MULTI/EXEC as its last entries [WALSTREAM_TRANSACTIONS=1]")
+      ("backfill-new-tables", "on: a table added to the publication while walstream streams gets its rows "
+                              "published as `r` records (a backfill); off [WALSTREAM_BACKFILL_NEW_TABLES] "
+                              "(default on)", cxxopts::value<std::string>())
       ("metrics-listen", "serve /metrics (Prometheus), /healthz and /readyz (200 only while this instance is "
                          "active) on HOST:PORT, e.g. 127.0.0.1:9464 or :9464 [WALSTREAM_METRICS_LISTEN] "
                          "(default: off)", cxxopts::value<std::string>())
@@ -314,6 +317,11 @@ Config parse_run(int argc, char** argv) {
       if (p.empty()) throw UsageError(fmt::format("--messages: empty prefix in '{}'", m));
       c.message_prefixes.push_back(std::move(p));
     }
+  }
+  if (auto b = setting(r, "backfill-new-tables", "on"); b == "off") {
+    c.backfill_new_tables = false;
+  } else if (b != "on") {
+    throw UsageError(fmt::format("--backfill-new-tables must be on or off, not '{}'", b));
   }
   c.metrics_listen = setting(r, "metrics-listen", "");
   if (!c.metrics_listen.empty()) {

@@ -82,6 +82,15 @@ Backfill::Request read_request(const rapidjson::Value& v, std::string* slot) {
   return r;
 }
 
+// A request id's LSN: "0/16B3748" or, for a table added to the publication, "0/16B3748:16384".
+std::uint64_t id_lsn(std::string_view id) {
+  try {
+    return copy::parse_lsn(std::string(id.substr(0, id.find(':'))));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
 }  // namespace
 
 std::string Backfill::encode(std::string_view slot, const Request& r) {
@@ -117,10 +126,26 @@ PgConnection& Backfill::sql() {
 }
 
 void Backfill::resume() {
+  if (config_.backfill_new_tables) {
+    auto& pg = sql();
+    auto all = pg.exec_params("SELECT puballtables FROM pg_publication WHERE pubname = $1", {config_.publication},
+                              PGRES_TUPLES_OK);
+    all_tables_ = PQntuples(all.get()) == 1 && std::string_view(PQgetvalue(all.get(), 0, 0)) == "t";
+    auto tables = pg.exec_params(
+        "SELECT c.oid FROM pg_publication_tables pt JOIN pg_namespace n ON n.nspname = pt.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename WHERE pt.pubname = $1",
+        {config_.publication}, PGRES_TUPLES_OK);
+    for (int i = 0; i < PQntuples(tables.get()); ++i) {
+      published_.insert(static_cast<std::uint32_t>(std::stoul(PQgetvalue(tables.get(), i, 0))));
+    }
+  }
   RedisClient redis(config_.redis);
   auto all = redis.checked({"HGETALL", keys_.backfill()}).strings();
   std::unordered_map<std::string, std::string> f;
   for (std::size_t i = 0; i + 1 < all.size(); i += 2) f[all[i]] = all[i + 1];
+  // Requests are served in commit order: one at or below what Redis knows of was seen already (its
+  // transaction resent after a restart whose last status update PostgreSQL did not get).
+  seen_up_to_ = std::max(id_lsn(f["done"]), seen_up_to_);
   if (f["status"] != "running") return;
   try {
     Active a;
@@ -135,6 +160,8 @@ void Backfill::resume() {
       if (q.HasParseError() || !q.IsArray()) throw std::invalid_argument("queue is not a JSON array");
       for (const auto& r : q.GetArray()) queue_.push_back(read_request(r, nullptr));
     }
+    seen_up_to_ = std::max(seen_up_to_, id_lsn(a.request.id));
+    for (const auto& q : queue_) seen_up_to_ = std::max(seen_up_to_, id_lsn(q.id));
     log::info("backfill {}: resuming at table {} of {} ({}), after {} rows", a.request.id, a.table + 1,
               a.request.tables.size(), a.table < a.request.tables.size() ? a.request.tables[a.table] : "-", a.rows);
     active_ = std::move(a);
@@ -157,10 +184,8 @@ void Backfill::on_request(std::string_view content, std::uint64_t commit_lsn) {
   if (slot != config_.slot) return;  // for the walstream of another slot
   r.id = copy::format_lsn(commit_lsn);
   // A request resent after a restart (its transaction was not confirmed) is already known.
-  if (active_ && active_->request.id == r.id) return;
-  for (const auto& q : queue_) {
-    if (q.id == r.id) return;
-  }
+  if (commit_lsn <= seen_up_to_) return;
+  seen_up_to_ = commit_lsn;
   log::info("backfill {}: requested for {}{}", r.id, fmt::join(r.tables, ", "),
             r.where.empty() ? "" : fmt::format(" where {}", r.where));
   if (active_) {
@@ -170,6 +195,28 @@ void Backfill::on_request(std::string_view content, std::uint64_t commit_lsn) {
     active_->request = std::move(r);
   }
   write_state();  // in the request's own transaction: stored with its commit
+}
+
+void Backfill::on_relation(const TableInfo& table, std::uint64_t commit_lsn) {
+  if (!config_.backfill_new_tables || all_tables_ || !published_.insert(table.relid).second) return;
+  if (std::find(config_.outbox_tables.begin(), config_.outbox_tables.end(), table.qualified) !=
+      config_.outbox_tables.end()) {
+    return;
+  }
+  Request r;
+  r.id = fmt::format("{}:{}", copy::format_lsn(commit_lsn), table.relid);
+  r.tables.push_back(table.qualified);
+  if (commit_lsn < seen_up_to_) return;
+  seen_up_to_ = commit_lsn;
+  log::info("backfill {}: {} was added to publication '{}': publishing its rows (--backfill-new-tables)", r.id,
+            table.qualified, config_.publication);
+  if (active_) {
+    queue_.push_back(std::move(r));
+  } else {
+    active_.emplace();
+    active_->request = std::move(r);
+  }
+  write_state();
 }
 
 std::string Backfill::watermark(const Chunk& c, const char* which) const {

@@ -50,6 +50,10 @@ class Backfill {
   // A request message in the open transaction (commit LSN commit_lsn): queued, and the state written
   // into that transaction's chunk.
   void on_request(std::string_view content, std::uint64_t commit_lsn);
+  // A Relation message inside the transaction committing at commit_lsn: a table that was not in the
+  // publication when this session started (and the publication is not FOR ALL TABLES, where a table is
+  // published from its creation) is backfilled, with --backfill-new-tables.
+  void on_relation(const TableInfo& table, std::uint64_t commit_lsn);
   // A watermark message (non-transactional, ending at lsn).
   void on_watermark(std::string_view content, std::uint64_t lsn);
   // Changes streamed between a chunk's watermarks: the key (key_text) of each changed row of that table.
@@ -99,6 +103,9 @@ class Backfill {
   std::deque<Request> queue_;
   std::optional<Chunk> chunk_;
   std::string last_done_;  // the last request finished in this session
+  std::unordered_set<std::uint32_t> published_;  // relids in the publication at session start
+  bool all_tables_ = false;                       // the publication is FOR ALL TABLES
+  std::uint64_t seen_up_to_ = 0;                  // the newest request's commit LSN known (Redis or stream)
   RecordBuilder builder_;
 };
 

@@ -48,6 +48,7 @@ struct Config {
   std::vector<std::string> outbox_tables;     // qualified names (schema/relation_cache.h) of outbox tables
   OutboxColumns outbox_columns;
   LagWarn lag_warn;  // the WAL guard's thresholds (wal_guard.h)
+  bool backfill_new_tables = true;  // a table added to the publication while streaming is backfilled
   std::string metrics_listen;  // HOST:PORT of the metrics endpoint (the CLI serves it); empty: off
   std::optional<RetentionOptions> retention;  // --retention acked
 };

@@ -216,6 +216,7 @@ void Pipeline::on(const pgoutput::Relation& m) {
   if (std::find(options_.outbox_tables.begin(), options_.outbox_tables.end(), stored.qualified) ==
       options_.outbox_tables.end()) {
     t.stream = writer_.stream(keys_.stream(stored.qualified));
+    if (backfill_ && in_txn_) backfill_->on_relation(stored, commit_lsn_);
     return;
   }
   // An outbox table: its inserts are events; its own row stream is never written.

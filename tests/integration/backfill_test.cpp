@@ -215,3 +215,39 @@ TEST(Backfill, WhereLimitsTheRowsAndBadRequestsAreOneLine) {
   }
   EXPECT_NE(ws.log().find("public.acc done (100 rows in 4 chunk(s))"), std::string::npos) << ws.log();
 }
+
+// A table added to the publication while walstream streams: its rows from before are published as `r`
+// records by themselves (--backfill-new-tables, on by default); off, only its changes from then on are.
+TEST(Backfill, ATableAddedToThePublicationIsBackfilled) {
+  for (bool on : {true, false}) {
+    Scope s;
+    s.sql("CREATE TABLE t (id int PRIMARY KEY)");
+    // An explicit table list: walstream creates a publication of t alone (not FOR ALL TABLES).
+    auto args = with(s.args(), {"--tables", "public.t"});
+    if (!on) args = with(args, {"--backfill-new-tables", "off"});
+    Walstream ws(args);
+    ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws.log();
+    s.sql("CREATE TABLE acc (id int PRIMARY KEY, balance int NOT NULL, note text NOT NULL);"
+          "INSERT INTO acc SELECT g, 0, 'n' || g FROM generate_series(1, 500) g");
+    s.sql("ALTER PUBLICATION walstream ADD TABLE acc");
+    s.sql("UPDATE acc SET balance = 7 WHERE id = 3; INSERT INTO acc VALUES (501, 1, 'after')");
+    s.sql("INSERT INTO t VALUES (1)");
+    ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 1 && s.caught_up(); })) << ws.log();
+    if (on) {
+      ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; })) << ws.log();
+      ASSERT_TRUE(wait_until([&] { return s.caught_up(); })) << ws.log();
+      expect_replay_is_the_table(s);
+      EXPECT_NE(ws.log().find("public.acc was added to publication 'walstream': publishing its rows"),
+                std::string::npos)
+          << ws.log();
+    } else {
+      auto entries = xrange(s.stream("public.acc"));
+      ASSERT_EQ(entries.size(), 2u) << ws.log();  // the update and the insert, nothing of the 500 before
+      EXPECT_EQ(entries[0].fields.at("op"), "u");
+      EXPECT_EQ(entries[1].fields.at("op"), "c");
+      EXPECT_EQ(ws.log().find("was added to publication"), std::string::npos) << ws.log();
+    }
+    ws.signal(SIGTERM);
+    EXPECT_EQ(ws.wait(), 0) << ws.log();
+  }
+}
