@@ -332,12 +332,13 @@ void Backfill::step() {
       c.after = a.after;
     }
   }
-  pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2)", {std::string(kWatermarkPrefix), watermark(c, "high")},
-                 PGRES_TUPLES_OK);
+  // sql(), not pg: a failed read dropped that connection.
+  sql().exec_params("SELECT pg_logical_emit_message(false, $1, $2)",
+                    {std::string(kWatermarkPrefix), watermark(c, "high")}, PGRES_TUPLES_OK);
   // PostgreSQL 15 does not flush a non-transactional message's WAL, and the walsender sends only
   // flushed WAL: without this the mark waits for the WAL writer (up to wal_writer_delay, 200 ms a
   // chunk). A transaction's commit flushes everything before it.
-  pg.exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
+  sql().exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
   chunk_ = std::move(c);
 }
 

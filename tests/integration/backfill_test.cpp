@@ -214,6 +214,20 @@ TEST(Backfill, WhereLimitsTheRowsAndBadRequestsAreOneLine) {
     EXPECT_EQ(entries[i].fields.at("after"), fmt::format(R"({{"id":{},"balance":0,"note":"n{}"}})", i + 1, i + 1));
   }
   EXPECT_NE(ws.log().find("public.acc done (100 rows in 4 chunk(s))"), std::string::npos) << ws.log();
+
+  // A condition that parses but fails while running (division by zero at id 150): that table is skipped
+  // with one line, the rows read before stay, and streaming goes on.
+  auto failing = run_walstream(with(base, {"public.acc", "--where", "100 / (id - 150) <> 0", "--chunk-rows", "30"}));
+  ASSERT_EQ(failing.code, 0) << failing.output;
+  ASSERT_TRUE(wait_until([&] { return ws.log().find("reading public.acc failed") != std::string::npos; })) << ws.log();
+  ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; })) << ws.log();
+  EXPECT_NE(ws.log().find("division by zero"), std::string::npos) << ws.log();
+  // Some chunks below id 150 may have been stored before the failing one (as the plan reads rows).
+  const auto stored = xlen(s.stream("public.acc"));
+  EXPECT_GE(stored, 100) << ws.log();
+  EXPECT_LT(stored, 100 + 149) << ws.log();
+  s.sql("INSERT INTO acc VALUES (5000, 1, 'still streaming')");
+  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.acc")) == stored + 1; })) << ws.log();
 }
 
 // A table added to the publication while walstream streams: its rows from before are published as `r`
