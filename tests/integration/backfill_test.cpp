@@ -265,3 +265,42 @@ TEST(Backfill, ATableAddedToThePublicationIsBackfilled) {
     EXPECT_EQ(ws.wait(), 0) << ws.log();
   }
 }
+
+// pgbench's own load (tpcb-like: every transaction updates one account) while pgbench_accounts is
+// backfilled: the accounts stream replayed in ID order ends at the table's balances, row for row.
+TEST(Backfill, PgbenchAccountsUnderPgbench) {
+  Scope s;
+  const std::string pgbench = "/usr/lib/postgresql/15/bin/pgbench";
+  const auto target = fmt::format("'{}'", s.conninfo);
+  shell(fmt::format("{} -i -s 2 -q {} 2>&1", pgbench, target));
+  s.sql("ALTER TABLE pgbench_history REPLICA IDENTITY FULL");
+  Walstream ws(with(s.args(), {"--snapshot", "never"}));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws.log();
+  std::string bench_output;
+  std::thread load([&] { bench_output = shell(fmt::format("{} -n -c 4 -j 2 -T 8 {} 2>&1", pgbench, target)); });
+  ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.pgbench_accounts")) > 100; })) << ws.log();
+  auto req = run_walstream({"backfill", "public.pgbench_accounts", "--pg", s.conninfo, "--slot", s.slot,
+                            "--chunk-rows", "5000"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  bool done = wait_until([&] { return backfill_state(s, "status") == "done"; }, 120s);
+  load.join();
+  ASSERT_TRUE(done) << ws.log();
+  ASSERT_TRUE(wait_until([&] { return s.caught_up(); })) << ws.log();
+
+  auto rebuilt = replay(xrange(s.stream("public.pgbench_accounts")));
+  auto rows = query(s.conninfo, "SELECT aid, abalance FROM pgbench_accounts");
+  ASSERT_EQ(rebuilt.size(), rows.size()) << bench_output;
+  int wrong = 0;
+  for (const auto& r : rows) {
+    auto it = rebuilt.find(fmt::format(R"({{"aid":{}}})", *r[0]));
+    const auto want = fmt::format(R"("abalance":{},)", *r[1]);
+    if (it == rebuilt.end() || it->second.find(want) == std::string::npos) {
+      if (++wrong <= 5) ADD_FAILURE() << "aid " << *r[0] << ": balance " << *r[1] << ", stream "
+                                      << (it == rebuilt.end() ? "-" : it->second);
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_NE(bench_output.find("number of transactions actually processed"), std::string::npos) << bench_output;
+  ws.signal(SIGTERM);
+  EXPECT_EQ(ws.wait(), 0) << ws.log();
+}
