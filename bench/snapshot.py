@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from array import array
 from pathlib import Path
@@ -74,6 +75,118 @@ def resp(*args):
         a = a if isinstance(a, bytes) else str(a).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(a), a))
     return b"".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# the machine: 2 cores shared with other work
+
+FOREIGN = re.compile(r"^(cc1plus|ctest|ld|collect2|c\+\+|g\+\+|cmake|gmake|make|promtool|valgrind.*|.*_test)$")
+QUIET_WAIT_S = 900  # the longest a measurement waits for other builds and tests to end
+
+
+def foreign_processes():
+    """Names of build and test processes running on the machine (other agents' work, CI)."""
+    names = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                comm = (d / "comm").read_text().strip()
+            except OSError:
+                continue
+            if FOREIGN.match(comm):
+                names.add(comm)
+    return sorted(names)
+
+
+def wait_quiet(what):
+    """Waits (bounded) until no build or test process runs; returns the seconds waited and what was seen."""
+    t0 = time.monotonic()
+    seen = set()
+    quiet_since = None
+    while time.monotonic() - t0 < QUIET_WAIT_S:
+        busy = foreign_processes()
+        if not busy:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 2:  # two quiet seconds in a row
+                break
+        else:
+            quiet_since = None
+            if not seen:
+                log(f"{what}: waiting for {', '.join(busy)} to end (at most {QUIET_WAIT_S} s)")
+            seen.update(busy)
+        time.sleep(0.5)
+    return round(time.monotonic() - t0, 1), sorted(seen)
+
+
+def machine_busy_s():
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice: guest time is inside user
+    return (sum(v[:8]) - v[3] - v[4]) / bench.CLK_TCK
+
+
+class Watch:
+    """Around one measurement: the machine's busy CPU, and which build/test processes of others were
+    seen (sampled every 0.5 s). foreign_cpu_s = machine busy CPU - the CPU of the measured processes."""
+
+    def __init__(self):
+        self.busy0 = machine_busy_s()
+        self.seen = set()
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._loop, daemon=True)
+        self._th.start()
+
+    def _loop(self):
+        while not self._stop.wait(0.5):
+            self.seen.update(foreign_processes())
+
+    def done(self, known_cpu_s):
+        busy = machine_busy_s() - self.busy0
+        self._stop.set()
+        self._th.join(5)
+        return {"machine_busy_cpu_s": round(busy, 3), "foreign_cpu_s": round(busy - known_cpu_s, 3),
+                "foreign_processes_seen": sorted(self.seen)}
+
+
+class BackendCpu:
+    """CPU of the PostgreSQL backend running a `COPY (SELECT…` in database db: found in pg_stat_activity,
+    then sampled from /proc every 10 ms until it exits or stop() is called (the last sample before it
+    exits is up to 10 ms short)."""
+
+    def __init__(self, srv, db):
+        self.srv, self.db = srv, db
+        self.pid = None
+        self.cpu_s = None
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._loop, daemon=True)
+        self._th.start()
+
+    def _loop(self):
+        conn = self.srv.connect(self.db)
+        try:
+            with conn.cursor() as cur:
+                while not self._stop.is_set() and self.pid is None:
+                    cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                                "AND query LIKE 'COPY (SELECT %%'", (self.db,))
+                    row = cur.fetchone()
+                    if row:
+                        self.pid = row[0]
+                    else:
+                        time.sleep(0.005)
+        finally:
+            conn.close()
+        while self.pid is not None and not self._stop.is_set():
+            try:
+                self.cpu_s = bench.proc_cpu_s(self.pid)
+            except (OSError, ValueError, IndexError):
+                return
+            time.sleep(0.01)
+
+    def stop(self):
+        self._stop.set()
+        self._th.join(5)
+        return self.cpu_s
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,10 +260,18 @@ def table_facts(t):
 
 def read_limit(srv, t):
     cmd = [str(bench.PGBIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", t["copy_sql"]]
-    rc, wall, ru, err = bench.spawn_wait4(cmd, 900, env=srv.proc_env(t["database"]))
+    waited, before = wait_quiet("read limit")
+    watch = Watch()
+    backend = BackendCpu(srv, t["database"])
+    try:
+        rc, wall, ru, err = bench.spawn_wait4(cmd, 900, env=srv.proc_env(t["database"]))
+    finally:
+        backend_cpu = backend.stop()
     if rc != 0:
         raise BenchError(f"psql COPY exit {rc}: {err.strip()[-500:]}")
-    return {"wall_s": wall, "psql_cpu_s": ru.ru_utime + ru.ru_stime}
+    psql_cpu = ru.ru_utime + ru.ru_stime
+    return {"wall_s": wall, "psql_cpu_s": psql_cpu, "backend_cpu_s": backend_cpu, "waited_quiet_s": waited,
+            "foreign_before": before, **watch.done(psql_cpu + (backend_cpu or 0))}
 
 
 def log_ts(line):
@@ -190,16 +311,21 @@ def snapshot_run(binary, srv, r, t, tag, logdir, live):
     ws.cmd = [binary, "run", "--pg", srv.url(t["database"]), "--redis", srv.redis_url(), "--slot", slot,
               "--publication", PUBLICATION, "--prefix", prefix, "--snapshot", "initial"]
     live.append(ws)
+    waited, before = wait_quiet("snapshot")
+    watch = Watch()
     cpu0 = bench.redis_cpu_s(r)
     t0 = time.perf_counter()
     ws.start()
+    backend = BackendCpu(srv, t["database"])
     try:
         line, seen = wait_log(ws, PUBLISHED, max(900, t["rows"] / 2000))
         sample = ws.sample()
         redis_cpu = bench.redis_cpu_s(r) - cpu0
     finally:
+        backend_cpu = backend.stop()
         rc = ws.stop(120)
         live.remove(ws)
+    machine = watch.done(sample["cpu_s"] + redis_cpu + (backend_cpu or 0))
     if rc != 0:
         raise BenchError(f"walstream exit {rc} after SIGTERM; log {ws.logfile}")
     key = prefix + t["table"]
@@ -215,13 +341,16 @@ def snapshot_run(binary, srv, r, t, tag, logdir, live):
             created = log_ts(l) - ws.spawned_at
     return {"wall_s": log_ts(line) - ws.spawned_at, "wall_seen_s": seen - t0, "copy_log_s": copy_s,
             "slot_created_s": created, "cpu_s": sample["cpu_s"], "peak_rss_mb": sample["peak_rss_mb"],
-            "redis_cpu_s": redis_cpu, "redis_used_memory_mb": r.info("memory")["used_memory"] / 2**20,
+            "redis_cpu_s": redis_cpu, "backend_cpu_s": backend_cpu, "waited_quiet_s": waited,
+            "foreign_before": before, **machine, "redis_used_memory_mb": r.info("memory")["used_memory"] / 2**20,
             "entries": stored, "key": key, "slot": slot, "last_id": r.xinfo_stream(key)["last-generated-id"].decode()}
 
 
 def loader_run(srv, r, path, key, rows):
     """`redis-cli --pipe < path` into an empty Redis."""
     r.flushall()
+    waited, before = wait_quiet("loader")
+    watch = Watch()
     cpu0 = bench.redis_cpu_s(r)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(path, "rb") as f:
@@ -234,6 +363,8 @@ def loader_run(srv, r, path, key, rows):
         wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     redis_cpu = bench.redis_cpu_s(r) - cpu0
+    cli_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    machine = watch.done(redis_cpu + cli_cpu)
     m = re.search(r"errors: (\d+), replies: (\d+)", p.stdout)
     if p.returncode != 0 or not m or m.group(1) != "0":
         raise BenchError(f"redis-cli --pipe exit {p.returncode}: {(p.stdout + p.stderr).strip()[-500:]}")
@@ -241,8 +372,8 @@ def loader_run(srv, r, path, key, rows):
     if stored != rows:
         raise BenchError(f"the loader left {stored} entries in {key}, expected {rows}")
     r.flushall()
-    return {"wall_s": wall, "redis_cpu_s": redis_cpu, "replies": int(m.group(2)),
-            "redis_cli_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)}
+    return {"wall_s": wall, "redis_cpu_s": redis_cpu, "replies": int(m.group(2)), "redis_cli_cpu_s": cli_cpu,
+            "waited_quiet_s": waited, "foreign_before": before, **machine}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,13 +499,20 @@ def med(runs, field):
     return statistics.median(x[field] for x in runs)
 
 
+def us(runs, field, rows):
+    v = [x[field] for x in runs if x.get(field) is not None]
+    return round(statistics.median(v) / rows * 1e6, 3) if len(v) == len(runs) else None
+
+
 def summarize(t, runs, loads):
     rows = t["rows"]
     rl, sn = runs["read_limit"], runs["snapshot"]
     s = {
         "rows": rows,
         "read_limit": {"wall_s": round(med(rl, "wall_s"), 3), "rows_per_s": round(rows / med(rl, "wall_s")),
-                       "psql_cpu_s": round(med(rl, "psql_cpu_s"), 3)},
+                       "wall_s_all": [round(x["wall_s"], 3) for x in rl],
+                       "psql_cpu_s": round(med(rl, "psql_cpu_s"), 3),
+                       "backend_cpu_us_per_row": us(rl, "backend_cpu_s", rows)},
         "snapshot": {"wall_s": round(med(sn, "wall_s"), 3), "rows_per_s": round(rows / med(sn, "wall_s")),
                      "wall_s_all": [round(x["wall_s"], 3) for x in sn],
                      "copy_log_s": round(med(sn, "copy_log_s"), 3) if all(x["copy_log_s"] for x in sn) else None,
@@ -384,13 +522,24 @@ def summarize(t, runs, loads):
                      "peak_rss_mb": round(med(sn, "peak_rss_mb"), 1),
                      "peak_rss_mb_max": round(max(x["peak_rss_mb"] for x in sn), 1),
                      "redis_cpu_us_per_entry": round(med(sn, "redis_cpu_s") / rows * 1e6, 3),
+                     "backend_cpu_us_per_row": us(sn, "backend_cpu_s", rows),
                      "redis_used_memory_mb": round(med(sn, "redis_used_memory_mb"), 1)},
     }
+    # The three processes a snapshot keeps busy share the machine's cores: their CPU over the cores is
+    # the shortest the snapshot could take here, however well they overlapped.
+    x = s["snapshot"]
+    if x["backend_cpu_us_per_row"] is not None:
+        per_row = x["walstream_cpu_us_per_row"] + x["redis_cpu_us_per_entry"] + x["backend_cpu_us_per_row"]
+        x["cpu_us_per_row_all_three"] = round(per_row, 3)
+        x["cpu_bound_wall_s"] = round(per_row * rows / 1e6 / (os.cpu_count() or 1), 3)
+    for name, rs in (("read_limit", rl), ("snapshot", sn)):
+        s[name]["foreign_cpu_s_all"] = [x.get("foreign_cpu_s") for x in rs]
     for name, lr in loads.items():
         s[name] = {"wall_s": round(med(lr, "wall_s"), 3), "rows_per_s": round(rows / med(lr, "wall_s")),
                    "wall_s_all": [round(x["wall_s"], 3) for x in lr],
                    "redis_cpu_us_per_entry": round(med(lr, "redis_cpu_s") / rows * 1e6, 3),
-                   "redis_cpu_us_per_entry_all": [round(x["redis_cpu_s"] / rows * 1e6, 3) for x in lr]}
+                   "redis_cpu_us_per_entry_all": [round(x["redis_cpu_s"] / rows * 1e6, 3) for x in lr],
+                   "foreign_cpu_s_all": [x.get("foreign_cpu_s") for x in lr]}
     w = s["snapshot"]["wall_s"]
     s["ratio_snapshot_over_write_limit"] = round(w / s["write_limit"]["wall_s"], 2)
     s["ratio_snapshot_over_write_limit_no_multi"] = round(w / s["write_limit_no_multi"]["wall_s"], 2)
@@ -401,7 +550,7 @@ def summarize(t, runs, loads):
 def table(results):
     out = []
     hdr = ("table", "rows", "measurement", "wall s", "rows/s", "Redis µs/entry", "walstream CPU µs/row",
-           "peak RSS MB", "ratio")
+           "PG backend µs/row", "peak RSS MB", "ratio")
     lines = [hdr]
     for t in results["tables"]:
         s = t["summary"]
@@ -414,13 +563,19 @@ def table(results):
                           f"{x['wall_s']:.2f}", f"{x['rows_per_s']:,}",
                           f"{x['redis_cpu_us_per_entry']:.2f}" if "redis_cpu_us_per_entry" in x else "",
                           f"{x['walstream_cpu_us_per_row']:.2f}" if name == "snapshot" else "",
+                          f"{x['backend_cpu_us_per_row']:.2f}" if x.get("backend_cpu_us_per_row") is not None else "",
                           f"{x['peak_rss_mb']:.1f}" if name == "snapshot" else "", ratio))
     widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
     for j, l in enumerate(lines):
-        out.append("  ".join(c.ljust(widths[i]) if i in (0, 2, 8) else c.rjust(widths[i])
+        out.append("  ".join(c.ljust(widths[i]) if i in (0, 2, 9) else c.rjust(widths[i])
                              for i, c in enumerate(l)).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
+    for t in results["tables"]:
+        x = t["summary"]["snapshot"]
+        if "cpu_bound_wall_s" in x:
+            out.append(f"{t['name']}: walstream + Redis + PostgreSQL backend spend {x['cpu_us_per_row_all_three']:.2f} "
+                       f"µs of CPU per row: {x['cpu_bound_wall_s']:.2f} s on {os.cpu_count()} cores at best")
     for t in results["tables"]:
         e = t.get("experiments")
         if not e:
@@ -464,6 +619,10 @@ def main():
     ok = False
     results = {"config": {"rows": args.rows, "reps": args.reps, "binary": binary, "experiments": args.experiments,
                           "redis_appendonly": "no", "chunk_entries": CHUNK_ENTRIES, "chunk_bytes": CHUNK_BYTES,
+                          "quiet": f"each measurement waits (at most {QUIET_WAIT_S} s) until no build or test "
+                                   f"process of others runs, and is taken again (at most {MAX_ATTEMPTS} times in "
+                                   f"all) when one was seen during it or the machine's other CPU exceeded "
+                                   f"{FOREIGN_CPU_SHARE} x its wall time (and 0.5 s)",
                           "read_limit": "psql -X -c 'COPY (SELECT <columns>) TO STDOUT', stdout /dev/null",
                           "write_limit": "redis-cli --pipe < RESP file of XADDs (dumped from walstream's stream)"},
                "tables": []}
@@ -509,6 +668,30 @@ def main():
     return 0
 
 
+MAX_ATTEMPTS = 3  # a measurement disturbed by other work is taken again, at most this often in all
+FOREIGN_CPU_SHARE = 0.3  # disturbed: other build/test processes seen, or foreign CPU above this share of wall
+
+
+def disturbed(x):
+    return bool(x["foreign_processes_seen"]) or x["foreign_cpu_s"] > max(0.5, FOREIGN_CPU_SHARE * x["wall_s"])
+
+
+def undisturbed(what, run, discard=None):
+    """run() until a measurement is not disturbed (at most MAX_ATTEMPTS); the last one is kept, the
+    others are recorded in its `discarded`; discard(x) cleans up after a discarded one."""
+    gone = []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        x = run(attempt)
+        if not disturbed(x) or attempt == MAX_ATTEMPTS:
+            x["attempts"], x["disturbed"] = attempt, disturbed(x)
+            x["discarded"] = [{k: y[k] for k in ("wall_s", "foreign_cpu_s", "foreign_processes_seen")} for y in gone]
+            return x
+        log(f"{what}: disturbed (foreign CPU {x['foreign_cpu_s']:.2f} s, seen {x['foreign_processes_seen']}); again")
+        if discard:
+            discard(x)
+        gone.append(x)
+
+
 def measure(binary, srv, r, t, args, tmp, logdir, live):
     name, rows = t["name"], t["rows"]
     res = {k: t[k] for k in ("name", "database", "table", "rows", "columns", "table_bytes", "copy_sql")}
@@ -520,10 +703,12 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
     files = {}
     variants = {}
     for rep in range(1, args.reps + 1):
-        x = read_limit(srv, t)
+        x = undisturbed(f"{name} read limit", lambda _: read_limit(srv, t))
         runs["read_limit"].append(x)
         log(f"{name} rep {rep} read limit   {x['wall_s']:7.2f} s")
-        x = snapshot_run(binary, srv, r, t, f"{name[:6]}{rep}", logdir, live)
+        x = undisturbed(f"{name} snapshot",
+                        lambda a: snapshot_run(binary, srv, r, t, f"{name[:6]}{rep}{'abc'[a - 1]}", logdir, live),
+                        lambda x: (bench.drop_slot(t["conn"], x["slot"]), r.flushall()))
         runs["snapshot"].append(x)
         log(f"{name} rep {rep} snapshot     {x['wall_s']:7.2f} s  cpu {x['cpu_s']:6.2f} s  "
             f"rss {x['peak_rss_mb']:6.1f} MB  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
@@ -555,7 +740,7 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
         bench.drop_slot(t["conn"], x["slot"])
         r.flushall()
         for kind in loads:
-            y = loader_run(srv, r, files[kind], key, rows)
+            y = undisturbed(f"{name} {kind}", lambda _: loader_run(srv, r, files[kind], key, rows))
             loads[kind].append(y)
             log(f"{name} rep {rep} {kind:20} {y['wall_s']:7.2f} s  "
                 f"Redis {y['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
@@ -567,7 +752,7 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
         ex = {k: [] for k in variants}
         for rep in range(1, args.reps + 1):
             for kind in variants:
-                y = loader_run(srv, r, files[kind], key, rows)
+                y = undisturbed(f"{name} {kind}", lambda _: loader_run(srv, r, files[kind], key, rows))
                 ex[kind].append(y)
                 log(f"{name} experiments rep {rep} {kind:14} {y['wall_s']:7.2f} s  "
                     f"Redis {y['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
