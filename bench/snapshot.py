@@ -18,7 +18,12 @@ bench_wide (bench/run.py's 22-column table and generator). Per table and rep, th
                MULTI/EXEC chunks the way walstream closes them (4096 entries or 1 MiB of XADDs), and a
                second file without MULTI/EXEC; `redis-cli --pipe < file` loads each into an empty
                Redis: wall time and Redis CPU per entry.
-Ratios: snapshot / write limit, snapshot / read limit.
+Ratios: snapshot / write limit, snapshot / read limit. The PostgreSQL backend serving the COPY is
+sampled from /proc (read limit and snapshot), and Redis's CPU is split into user and sys (sys is mostly
+page faults: after FLUSHALL Redis returns its memory, so every run grows it again, as a first snapshot
+into an empty Redis does). The machine is shared: each measurement waits until no build or test process
+runs, records the machine's busy CPU beyond the measured processes (foreign_cpu_s), and is taken again
+(at most 3 times in all) when it was disturbed.
 
 --experiments adds loader runs (the same entries; Redis CPU per entry is the figure) for chunk sizes
 256, 1024, 4096, 16384 entries per MULTI/EXEC (entry counts only, no byte limit), no MULTI/EXEC, and
@@ -67,6 +72,18 @@ EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 PUBLISHED = "initial snapshot published"
 log = bench.log
 BenchError = bench.BenchError
+
+
+def redis_cpu(r):
+    """Redis's (user, sys) CPU seconds, and its resident memory before, in MiB."""
+    i = r.info()
+    return float(i["used_cpu_user"]), float(i["used_cpu_sys"]), i["used_memory_rss"] / 2**20
+
+
+def redis_cpu_since(r, before):
+    now = redis_cpu(r)
+    return {"redis_cpu_s": now[0] + now[1] - before[0] - before[1], "redis_cpu_sys_s": round(now[1] - before[1], 3),
+            "redis_rss_mb_before": round(before[2], 1), "redis_rss_mb_after": round(now[2], 1)}
 
 
 def resp(*args):
@@ -313,19 +330,19 @@ def snapshot_run(binary, srv, r, t, tag, logdir, live):
     live.append(ws)
     waited, before = wait_quiet("snapshot")
     watch = Watch()
-    cpu0 = bench.redis_cpu_s(r)
+    cpu0 = redis_cpu(r)
     t0 = time.perf_counter()
     ws.start()
     backend = BackendCpu(srv, t["database"])
     try:
         line, seen = wait_log(ws, PUBLISHED, max(900, t["rows"] / 2000))
         sample = ws.sample()
-        redis_cpu = bench.redis_cpu_s(r) - cpu0
+        rcpu = redis_cpu_since(r, cpu0)
     finally:
         backend_cpu = backend.stop()
         rc = ws.stop(120)
         live.remove(ws)
-    machine = watch.done(sample["cpu_s"] + redis_cpu + (backend_cpu or 0))
+    machine = watch.done(sample["cpu_s"] + rcpu["redis_cpu_s"] + (backend_cpu or 0))
     if rc != 0:
         raise BenchError(f"walstream exit {rc} after SIGTERM; log {ws.logfile}")
     key = prefix + t["table"]
@@ -341,7 +358,7 @@ def snapshot_run(binary, srv, r, t, tag, logdir, live):
             created = log_ts(l) - ws.spawned_at
     return {"wall_s": log_ts(line) - ws.spawned_at, "wall_seen_s": seen - t0, "copy_log_s": copy_s,
             "slot_created_s": created, "cpu_s": sample["cpu_s"], "peak_rss_mb": sample["peak_rss_mb"],
-            "redis_cpu_s": redis_cpu, "backend_cpu_s": backend_cpu, "waited_quiet_s": waited,
+            **rcpu, "backend_cpu_s": backend_cpu, "waited_quiet_s": waited,
             "foreign_before": before, **machine, "redis_used_memory_mb": r.info("memory")["used_memory"] / 2**20,
             "entries": stored, "key": key, "slot": slot, "last_id": r.xinfo_stream(key)["last-generated-id"].decode()}
 
@@ -351,7 +368,7 @@ def loader_run(srv, r, path, key, rows):
     r.flushall()
     waited, before = wait_quiet("loader")
     watch = Watch()
-    cpu0 = bench.redis_cpu_s(r)
+    cpu0 = redis_cpu(r)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(path, "rb") as f:
         t0 = time.perf_counter()
@@ -362,9 +379,9 @@ def loader_run(srv, r, path, key, rows):
             raise BenchError(f"redis-cli --pipe < {path} timed out after 900 s") from e
         wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    redis_cpu = bench.redis_cpu_s(r) - cpu0
+    rcpu = redis_cpu_since(r, cpu0)
     cli_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    machine = watch.done(redis_cpu + cli_cpu)
+    machine = watch.done(rcpu["redis_cpu_s"] + cli_cpu)
     m = re.search(r"errors: (\d+), replies: (\d+)", p.stdout)
     if p.returncode != 0 or not m or m.group(1) != "0":
         raise BenchError(f"redis-cli --pipe exit {p.returncode}: {(p.stdout + p.stderr).strip()[-500:]}")
@@ -372,7 +389,7 @@ def loader_run(srv, r, path, key, rows):
     if stored != rows:
         raise BenchError(f"the loader left {stored} entries in {key}, expected {rows}")
     r.flushall()
-    return {"wall_s": wall, "redis_cpu_s": redis_cpu, "replies": int(m.group(2)), "redis_cli_cpu_s": cli_cpu,
+    return {"wall_s": wall, **rcpu, "replies": int(m.group(2)), "redis_cli_cpu_s": cli_cpu,
             "waited_quiet_s": waited, "foreign_before": before, **machine}
 
 
@@ -522,6 +539,7 @@ def summarize(t, runs, loads):
                      "peak_rss_mb": round(med(sn, "peak_rss_mb"), 1),
                      "peak_rss_mb_max": round(max(x["peak_rss_mb"] for x in sn), 1),
                      "redis_cpu_us_per_entry": round(med(sn, "redis_cpu_s") / rows * 1e6, 3),
+                     "redis_cpu_sys_us_per_entry": us(sn, "redis_cpu_sys_s", rows),
                      "backend_cpu_us_per_row": us(sn, "backend_cpu_s", rows),
                      "redis_used_memory_mb": round(med(sn, "redis_used_memory_mb"), 1)},
     }
@@ -538,6 +556,7 @@ def summarize(t, runs, loads):
         s[name] = {"wall_s": round(med(lr, "wall_s"), 3), "rows_per_s": round(rows / med(lr, "wall_s")),
                    "wall_s_all": [round(x["wall_s"], 3) for x in lr],
                    "redis_cpu_us_per_entry": round(med(lr, "redis_cpu_s") / rows * 1e6, 3),
+                   "redis_cpu_sys_us_per_entry": us(lr, "redis_cpu_sys_s", rows),
                    "redis_cpu_us_per_entry_all": [round(x["redis_cpu_s"] / rows * 1e6, 3) for x in lr],
                    "foreign_cpu_s_all": [x.get("foreign_cpu_s") for x in lr]}
     w = s["snapshot"]["wall_s"]
@@ -583,7 +602,8 @@ def table(results):
         out.append("")
         out.append(f"{t['name']}: loader variants (medians of {results['config']['reps']}), Redis CPU µs per entry")
         for name, x in e.items():
-            out.append(f"  {name:22} {x['redis_cpu_us_per_entry']:6.2f} µs/entry  wall {x['wall_s']:6.2f} s  "
+            out.append(f"  {name:14} {x['redis_cpu_us_per_entry']:6.2f} µs/entry "
+                       f"(sys {x['redis_cpu_sys_us_per_entry']:5.2f})  wall {x['wall_s']:6.2f} s  "
                        f"{x['rows_per_s']:>9,} rows/s  file {x['file_mb']:,.0f} MB  {x['what']}")
     return "\n".join(out)
 
@@ -760,6 +780,7 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
         res["experiments"] = {k: {"what": variants[k], "file_mb": round(files[k].stat().st_size / 2**20, 1),
                                   "wall_s": round(med(v, "wall_s"), 3), "rows_per_s": round(rows / med(v, "wall_s")),
                                   "redis_cpu_us_per_entry": round(med(v, "redis_cpu_s") / rows * 1e6, 3),
+                                  "redis_cpu_sys_us_per_entry": us(v, "redis_cpu_sys_s", rows),
                                   "redis_cpu_us_per_entry_all": [round(y["redis_cpu_s"] / rows * 1e6, 3) for y in v]}
                               for k, v in ex.items()}
     for f in set(files.values()):
