@@ -7,6 +7,17 @@
 
 namespace walstream {
 
+// SCAN's MATCH is a glob: the prefix's own *?[]\ must match only themselves (every stream under a
+// prefix: glob_escape(prefix) + "*").
+inline std::string glob_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
 struct Keys {
   std::string prefix;  // default "walstream:"
   std::string slot;    // the replication slot whose position these keys record

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "keys.h"
 #include "redis_client.h"
 #include "units.h"
 
@@ -121,16 +122,6 @@ TrimRule rule_of(const std::string& text) {
   if (text == "group") return TrimRule::Group;
   if (text == "retain-max") return TrimRule::RetainMax;
   return TrimRule::None;
-}
-
-// SCAN's MATCH is a glob: the prefix's own *?[]\ must match only themselves.
-std::string glob_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
 }
 
 RedisError refusal(const RedisReply& r, const char* what) {

@@ -81,16 +81,6 @@ std::optional<long long> number(const redisReply* r) {
   return std::nullopt;
 }
 
-// SCAN's MATCH is a glob: the prefix's own *?[]\ must match only themselves.
-std::string glob_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
 std::string field(const PgResult& r, int row, int col) { return PQgetvalue(r.get(), row, col); }
 
 std::optional<long long> optional_number(const std::string& s) {

@@ -22,16 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-using Scrape = HttpReply;
-
-Scrape get(int port, const std::string& path) { return http_get(port, path); }
-
-std::optional<double> value_of(const std::string& exposition, const std::string& series) {
-  return series_value(exposition, series);
-}
-
-std::optional<double> metric(int port, const std::string& series) { return scrape_value(port, series); }
-
 // promtool's lint of a scrape: throws with promtool's complaints when it finds any.
 void promtool_check(const std::string& exposition, const std::string& name) {
   auto path = fmt::format("/tmp/walstream-metrics-{}-{}.txt", getpid(), name);
@@ -63,44 +53,44 @@ TEST(Metrics, ScrapeCountsWhatRedisHoldsAndPassesPromtool) {
   ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 150 && xlen(s.stream("public.u")) == 7; }))
       << ws.log();
   // The counters follow what Redis stored (they are published as each chunk is answered).
-  ASSERT_TRUE(wait_until([&] { return metric(port, "walstream_entries_written_total") == 157; }, 10s))
-      << get(port, "/metrics").body;
+  ASSERT_TRUE(wait_until([&] { return scrape_value(port, "walstream_entries_written_total") == 157; }, 10s))
+      << http_get(port, "/metrics").body;
 
-  auto scrape = get(port, "/metrics");
+  auto scrape = http_get(port, "/metrics");
   ASSERT_EQ(scrape.status, 200);
   const auto& m = scrape.body;
-  EXPECT_EQ(value_of(m, R"(walstream_changes_total{table="public.t"})"), 100) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_changes_total{table="public.u"})"), 7) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_snapshot_rows_total{table="public.t"})"), 50) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_snapshot_rows_total{table="public.u"})"), 0) << m;
-  EXPECT_EQ(value_of(m, "walstream_transactions_total"), 11) << m;
-  EXPECT_EQ(value_of(m, "walstream_replays_skipped_total"), 0) << m;
-  EXPECT_EQ(value_of(m, "walstream_active"), 1) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_reconnects_total{server="postgresql"})"), 0) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_reconnects_total{server="redis"})"), 0) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_build_info{version="0.1.0"})"), 1) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_slot_wal_status{wal_status="reserved"})"), 1) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_changes_total{table="public.t"})"), 100) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_changes_total{table="public.u"})"), 7) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_snapshot_rows_total{table="public.t"})"), 50) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_snapshot_rows_total{table="public.u"})"), 0) << m;
+  EXPECT_EQ(series_value(m, "walstream_transactions_total"), 11) << m;
+  EXPECT_EQ(series_value(m, "walstream_replays_skipped_total"), 0) << m;
+  EXPECT_EQ(series_value(m, "walstream_active"), 1) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_reconnects_total{server="postgresql"})"), 0) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_reconnects_total{server="redis"})"), 0) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_build_info{version="0.1.0"})"), 1) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_slot_wal_status{wal_status="reserved"})"), 1) << m;
   // Every chunk that was stored was timed; a few chunks at least (snapshot, then the transactions).
-  auto chunks = value_of(m, "walstream_redis_chunk_seconds_count");
+  auto chunks = series_value(m, "walstream_redis_chunk_seconds_count");
   ASSERT_TRUE(chunks);
   EXPECT_GE(*chunks, 2) << m;
-  EXPECT_EQ(value_of(m, R"(walstream_redis_chunk_seconds_bucket{le="+Inf"})"), chunks) << m;
-  EXPECT_GT(value_of(m, "walstream_redis_chunk_seconds_sum").value_or(0), 0) << m;
-  EXPECT_GT(value_of(m, "process_resident_memory_bytes").value_or(0), 1e6) << m;
-  EXPECT_TRUE(value_of(m, "walstream_lag_bytes")) << m;
-  EXPECT_TRUE(value_of(m, "walstream_lag_seconds")) << m;
+  EXPECT_EQ(series_value(m, R"(walstream_redis_chunk_seconds_bucket{le="+Inf"})"), chunks) << m;
+  EXPECT_GT(series_value(m, "walstream_redis_chunk_seconds_sum").value_or(0), 0) << m;
+  EXPECT_GT(series_value(m, "process_resident_memory_bytes").value_or(0), 1e6) << m;
+  EXPECT_TRUE(series_value(m, "walstream_lag_bytes")) << m;
+  EXPECT_TRUE(series_value(m, "walstream_lag_seconds")) << m;
   EXPECT_NO_THROW(promtool_check(m, "active"));
 
-  EXPECT_EQ(get(port, "/healthz").status, 200);
-  auto ready = get(port, "/readyz");
+  EXPECT_EQ(http_get(port, "/healthz").status, 200);
+  auto ready = http_get(port, "/readyz");
   EXPECT_EQ(ready.status, 200);
   EXPECT_EQ(ready.body, "active\n");
-  EXPECT_EQ(get(port, "/nothing").status, 404);
+  EXPECT_EQ(http_get(port, "/nothing").status, 404);
 
   // Stopping: not ready any more; the process exits 0 and the port is free again.
   ws.signal(SIGTERM);
   EXPECT_EQ(ws.wait(), 0) << ws.log();
-  EXPECT_EQ(get(port, "/healthz").status, 0);
+  EXPECT_EQ(http_get(port, "/healthz").status, 0);
 }
 
 TEST(Metrics, StandbyIsAliveButNotReadyUntilItTakesOver) {
@@ -113,25 +103,25 @@ TEST(Metrics, StandbyIsAliveButNotReadyUntilItTakesOver) {
   ASSERT_TRUE(wait_until([&] { return standby.log().find("standby: slot") != std::string::npos; }, 15s))
       << standby.log();
 
-  EXPECT_EQ(get(p2, "/healthz").status, 200);
-  auto ready = get(p2, "/readyz");
+  EXPECT_EQ(http_get(p2, "/healthz").status, 200);
+  auto ready = http_get(p2, "/readyz");
   EXPECT_EQ(ready.status, 503);
   EXPECT_EQ(ready.body, "standby\n");
   // A standby still tells how far behind the slot is (it reads pg_replication_slots while waiting).
-  ASSERT_TRUE(wait_until([&] { return metric(p2, R"(walstream_slot_wal_status{wal_status="reserved"})") == 1; }, 5s))
-      << get(p2, "/metrics").body;
-  auto scrape = get(p2, "/metrics");
-  EXPECT_EQ(value_of(scrape.body, "walstream_active"), 0) << scrape.body;
-  EXPECT_TRUE(value_of(scrape.body, "walstream_lag_bytes")) << scrape.body;
+  ASSERT_TRUE(wait_until([&] { return scrape_value(p2, R"(walstream_slot_wal_status{wal_status="reserved"})") == 1; }, 5s))
+      << http_get(p2, "/metrics").body;
+  auto scrape = http_get(p2, "/metrics");
+  EXPECT_EQ(series_value(scrape.body, "walstream_active"), 0) << scrape.body;
+  EXPECT_TRUE(series_value(scrape.body, "walstream_lag_bytes")) << scrape.body;
   EXPECT_NO_THROW(promtool_check(scrape.body, "standby"));
-  EXPECT_EQ(metric(p1, "walstream_active"), 1);
-  EXPECT_EQ(get(p1, "/readyz").status, 200);
+  EXPECT_EQ(scrape_value(p1, "walstream_active"), 1);
+  EXPECT_EQ(http_get(p1, "/readyz").status, 200);
 
   s.sql("INSERT INTO t SELECT generate_series(1, 20)");
   active->signal(SIGKILL);
   active->wait(10s);
-  ASSERT_TRUE(wait_until([&] { return get(p2, "/readyz").status == 200; }, 5s)) << standby.log();
-  EXPECT_EQ(metric(p2, "walstream_active"), 1);
+  ASSERT_TRUE(wait_until([&] { return http_get(p2, "/readyz").status == 200; }, 5s)) << standby.log();
+  EXPECT_EQ(scrape_value(p2, "walstream_active"), 1);
   s.sql("INSERT INTO t SELECT generate_series(21, 30)");
   ASSERT_TRUE(wait_until([&] { return xlen(s.stream("public.t")) == 30; })) << standby.log();
 }
@@ -159,14 +149,14 @@ TEST(Metrics, LagWarningsWhileRedisStallsThenClear) {
     return log.find("WARN lag: slot") != std::string::npos &&
            log.find("WARN lag: the oldest transaction not yet in Redis") != std::string::npos;
   }, 20s);
-  auto during = get(port, "/metrics").body;
+  auto during = http_get(port, "/metrics").body;
   ASSERT_EQ(kill(redis.pid(), SIGCONT), 0);
   ASSERT_TRUE(warned) << ws.log();
-  EXPECT_EQ(value_of(during, R"(walstream_lag_warning{reason="bytes"})"), 1) << during;
-  EXPECT_EQ(value_of(during, R"(walstream_lag_warning{reason="seconds"})"), 1) << during;
-  EXPECT_GT(value_of(during, "walstream_lag_bytes").value_or(0), 16 * 1024) << during;
-  EXPECT_GT(value_of(during, "walstream_lag_seconds").value_or(0), 2) << during;
-  EXPECT_EQ(get(port, "/readyz").status, 200);  // behind, but active and streaming
+  EXPECT_EQ(series_value(during, R"(walstream_lag_warning{reason="bytes"})"), 1) << during;
+  EXPECT_EQ(series_value(during, R"(walstream_lag_warning{reason="seconds"})"), 1) << during;
+  EXPECT_GT(series_value(during, "walstream_lag_bytes").value_or(0), 16 * 1024) << during;
+  EXPECT_GT(series_value(during, "walstream_lag_seconds").value_or(0), 2) << during;
+  EXPECT_EQ(http_get(port, "/readyz").status, 200);  // behind, but active and streaming
 
   ASSERT_TRUE(wait_until([&] { return xlen(redis, s.stream("public.t")) == 2001; })) << ws.log();
   ASSERT_TRUE(wait_until([&] {
@@ -174,11 +164,11 @@ TEST(Metrics, LagWarningsWhileRedisStallsThenClear) {
     return log.find("INFO lag: slot") != std::string::npos && log.find("INFO lag: transactions reach Redis") !=
                                                                   std::string::npos;
   }, 20s)) << ws.log();
-  auto after = get(port, "/metrics").body;
-  EXPECT_EQ(value_of(after, R"(walstream_lag_warning{reason="bytes"})"), 0) << after;
-  EXPECT_EQ(value_of(after, R"(walstream_lag_warning{reason="seconds"})"), 0) << after;
-  EXPECT_EQ(value_of(after, "walstream_lag_seconds"), 0) << after;
-  EXPECT_EQ(value_of(after, R"(walstream_changes_total{table="public.t"})"), 2001) << after;
+  auto after = http_get(port, "/metrics").body;
+  EXPECT_EQ(series_value(after, R"(walstream_lag_warning{reason="bytes"})"), 0) << after;
+  EXPECT_EQ(series_value(after, R"(walstream_lag_warning{reason="seconds"})"), 0) << after;
+  EXPECT_EQ(series_value(after, "walstream_lag_seconds"), 0) << after;
+  EXPECT_EQ(series_value(after, R"(walstream_changes_total{table="public.t"})"), 2001) << after;
   // Each row once, in order.
   auto entries = xrange(redis, s.stream("public.t"));
   ASSERT_EQ(entries.size(), 2001u);
@@ -203,17 +193,17 @@ TEST(Metrics, ReconnectsAreCountedPerServer) {
   redis.restart();
   s.sql("INSERT INTO t SELECT generate_series(11, 20)");
   ASSERT_TRUE(wait_until([&] { return xlen(redis, s.stream("public.t")) == 20; })) << ws.log();
-  ASSERT_TRUE(wait_until([&] { return metric(port, R"(walstream_reconnects_total{server="redis"})") >= 1; }, 10s))
+  ASSERT_TRUE(wait_until([&] { return scrape_value(port, R"(walstream_reconnects_total{server="redis"})") >= 1; }, 10s))
       << ws.log();
 
   pg().kill_walsenders();
   s.sql("INSERT INTO t SELECT generate_series(21, 30)");
   ASSERT_TRUE(wait_until([&] { return xlen(redis, s.stream("public.t")) == 30; })) << ws.log();
-  ASSERT_TRUE(wait_until([&] { return metric(port, R"(walstream_reconnects_total{server="postgresql"})") >= 1; }, 10s))
+  ASSERT_TRUE(wait_until([&] { return scrape_value(port, R"(walstream_reconnects_total{server="postgresql"})") >= 1; }, 10s))
       << ws.log();
-  ASSERT_TRUE(wait_until([&] { return metric(port, "walstream_active") == 1; }, 10s)) << ws.log();
-  auto m = get(port, "/metrics").body;
-  EXPECT_EQ(value_of(m, R"(walstream_changes_total{table="public.t"})"), 30) << m;
+  ASSERT_TRUE(wait_until([&] { return scrape_value(port, "walstream_active") == 1; }, 10s)) << ws.log();
+  auto m = http_get(port, "/metrics").body;
+  EXPECT_EQ(series_value(m, R"(walstream_changes_total{table="public.t"})"), 30) << m;
   auto entries = xrange(redis, s.stream("public.t"));
   ASSERT_EQ(entries.size(), 30u);
   for (int i = 0; i < 30; ++i) EXPECT_EQ(entries[i].fields.at("after"), fmt::format(R"({{"id":{}}})", i + 1));
@@ -248,13 +238,13 @@ TEST(Metrics, UnreservedWarnsAndLostStops) {
     return query_one(pg.conninfo(), "SELECT wal_status FROM pg_replication_slots") == "unreserved" &&
            ws.log().find("has wal_status = unreserved") != std::string::npos;
   }, 20s);
-  auto during = get(port, "/metrics").body;
+  auto during = http_get(port, "/metrics").body;
   if (!unreserved) kill(redis.pid(), SIGCONT);
   ASSERT_TRUE(unreserved) << query_one(pg.conninfo(), "SELECT wal_status FROM pg_replication_slots") << "\n"
                           << ws.log();
-  EXPECT_EQ(value_of(during, R"(walstream_slot_wal_status{wal_status="unreserved"})"), 1) << during;
-  EXPECT_EQ(value_of(during, R"(walstream_lag_warning{reason="unreserved"})"), 1) << during;
-  EXPECT_GT(value_of(during, "walstream_lag_bytes").value_or(0), 16 << 20) << during;
+  EXPECT_EQ(series_value(during, R"(walstream_slot_wal_status{wal_status="unreserved"})"), 1) << during;
+  EXPECT_EQ(series_value(during, R"(walstream_lag_warning{reason="unreserved"})"), 1) << during;
+  EXPECT_GT(series_value(during, "walstream_lag_bytes").value_or(0), 16 << 20) << during;
 
   // The checkpoint removes the WAL the slot needs: PostgreSQL invalidates it. It terminates the
   // walsender first and waits for it, and a walsender blocked writing to a walstream that does not read
