@@ -489,7 +489,22 @@ class Session {
 bool slot_held(const Config& config, std::optional<PgConnection>& probe) {
   auto health = read_slot(config, probe);
   if (health) export_slot(*health);
-  return health && health->active;
+  if (health && health->active) return true;
+  // While another instance sets the slot up (creates it, copies the snapshot) no walsender holds
+  // it: its setup lock (snapshot.cpp) says so.
+  if (!probe) return false;
+  try {
+    auto r = probe->exec_params(fmt::format("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                            "AND classid = {} AND objid = hashtext($1)::oid AND objsubid = 2 AND "
+                                            "database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                                            SlotKeeper::kSetupLockClass),
+                                {config.slot}, PGRES_TUPLES_OK);
+    return std::string_view(PQgetvalue(r.get(), 0, 0)) != "0";
+  } catch (const PgError& e) {
+    log::debug("reading pg_locks: {}", e.what());
+    probe.reset();
+    return false;
+  }
 }
 
 // How often a standby asks for the slot: takeover time is this plus the walsender's exit.

@@ -61,6 +61,13 @@ void ensure_publication(pqxx::nontransaction& tx, const Config& config) {
   try {
     tx.exec0(sql);
   } catch (const pqxx::sql_error& e) {
+    // Another walstream started at the same moment created it first (unique_violation on
+    // pg_publication's name, or duplicate_object): theirs is the one to use.
+    if ((e.sqlstate() == "23505" || e.sqlstate() == "42710") &&
+        !tx.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", config.publication).empty()) {
+      log::info("publication '{}' was created by another walstream meanwhile: using it", config.publication);
+      return;
+    }
     throw ConfigError(fmt::format("publication '{}' does not exist and walstream cannot create it: {}",
                                   config.publication, one_line(e.what())));
   }

@@ -82,9 +82,15 @@ PgConnection& SlotKeeper::sql() {
   return *sql_;
 }
 
-bool SlotKeeper::slot_exists() {
-  auto r = sql().exec_params("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {config_.slot}, PGRES_TUPLES_OK);
-  return PQntuples(r.get()) > 0;
+std::optional<SlotKeeper::SlotState> SlotKeeper::slot_state() {
+  auto r = sql().exec_params("SELECT coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, '') "
+                             "FROM pg_replication_slots WHERE slot_name = $1",
+                             {config_.slot}, PGRES_TUPLES_OK);
+  if (PQntuples(r.get()) == 0) return std::nullopt;
+  SlotState state;
+  if (auto lsn = field(r, 0, 0); !lsn.empty()) state.confirmed = copy::parse_lsn(lsn);
+  state.wal_status = field(r, 0, 1);
+  return state;
 }
 
 std::uint64_t SlotKeeper::confirmed_flush() {
@@ -99,10 +105,45 @@ void SlotKeeper::drop_slot() {
                   {config_.slot}, PGRES_TUPLES_OK);
 }
 
+// One instance at a time sets the slot up. While a slot is created and its snapshot copied, no
+// walsender holds the slot (pg_replication_slots.active is false), so the slot cannot tell a second
+// instance that the first is busy: without this lock it would take the copy for an interrupted one,
+// delete its staging streams and drop the slot under it. A session-level advisory lock on the SQL
+// connection: released when prepare() ends, or by PostgreSQL when the holder's connection ends (a
+// killed process). A paused holder keeps it, and keeps everyone else waiting rather than racing it.
+void SlotKeeper::lock_setup() {
+  auto& conn = sql();
+  // A holder cut off by the network is let go within about half a minute (TCP; no-op on a socket).
+  conn.exec("SET tcp_keepalives_idle = 10", PGRES_COMMAND_OK);
+  conn.exec("SET tcp_keepalives_interval = 5", PGRES_COMMAND_OK);
+  conn.exec("SET tcp_keepalives_count = 3", PGRES_COMMAND_OK);
+  auto r = conn.exec_params(fmt::format("SELECT pg_try_advisory_lock({}, hashtext($1))", kSetupLockClass),
+                            {config_.slot}, PGRES_TUPLES_OK);
+  if (field(r, 0, 0) != "t") {
+    // Reported like a slot held by another walsender: this instance is a standby until it is free.
+    throw PgError(true,
+                  fmt::format("another walstream is setting slot '{}' up (creating it, copying or publishing its "
+                              "initial snapshot)",
+                              config_.slot),
+                  "55006");
+  }
+}
+
+void SlotKeeper::unlock_setup() {
+  sql().exec_params(fmt::format("SELECT pg_advisory_unlock({}, hashtext($1))", kSetupLockClass), {config_.slot},
+                    PGRES_TUPLES_OK);
+}
+
 std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
   SlotStore store(config_.redis, keys());
   store.check_eviction_policy();
+  lock_setup();
+  auto checkpoint = prepare_locked(repl, store);
+  unlock_setup();
+  return checkpoint;
+}
 
+std::uint64_t SlotKeeper::prepare_locked(PgConnection& repl, SlotStore& store) {
   if (once_.resnapshot) {
     // The way out after Redis lost data or the slot was dropped: a new slot, and every published
     // table's current rows appended to its stream as `r` records, so that subscribers can rebuild.
@@ -114,8 +155,9 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
 
   std::string status = store.snapshot_status();
   if (status == "creating" || status == "copying") {
-    // The exported snapshot died with the process that held it: the partial copy cannot be finished
-    // consistently. Its rows are only in staging streams, so no subscriber has seen them.
+    // The exported snapshot died with the process that held it (the setup lock says no one else
+    // runs it): the partial copy cannot be finished consistently. Its rows are only in staging
+    // streams, so no subscriber has seen them.
     log::warn("slot '{}': the initial snapshot was interrupted; discarding the partial copy and starting again under "
               "a new slot",
               config_.slot);
@@ -128,8 +170,12 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
     log::info("slot '{}': initial snapshot published ({} table(s))", config_.slot, tables);
   }
 
+  // The slot first, Redis second: another instance may be streaming (it does not hold the setup
+  // lock then), and it writes a checkpoint before it confirms it, so a checkpoint read after the
+  // slot's position covers it. Read the other way round, a checkpoint could look behind.
+  auto slot = slot_state();
   auto checkpoint = store.checkpoint();
-  if (!slot_exists()) {
+  if (!slot) {
     if (checkpoint && checkpoint->lsn) {
       throw ConfigError(fmt::format(
           "replication slot '{}' does not exist, but Redis holds a checkpoint for it at {}: the slot was dropped, "
@@ -139,7 +185,7 @@ std::uint64_t SlotKeeper::prepare(PgConnection& repl) {
     }
     return create(repl, store, config_.snapshot == SnapshotMode::Initial);
   }
-  return verify(store, checkpoint);
+  return verify(store, checkpoint, *slot);
 }
 
 // A new slot and its snapshot, from nothing: staging streams, the slot, snapshot state and checkpoint go.
@@ -153,17 +199,16 @@ std::uint64_t SlotKeeper::redo(PgConnection& repl, SlotStore& store) {
 
 // Redis must hold at least what PostgreSQL was told is stored. A checkpoint below the slot's
 // confirmed_flush_lsn means Redis lost entries: streaming on would leave that hole unnoticed.
-std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint) {
-  auto state = sql().exec_params("SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
-                                 {config_.slot}, PGRES_TUPLES_OK);
-  if (PQntuples(state.get()) > 0 && field(state, 0, 0) == "lost") {
+std::uint64_t SlotKeeper::verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint,
+                                 const SlotState& slot) {
+  if (slot.wal_status == "lost") {
     throw ConfigError(fmt::format("replication slot '{}' is invalidated (wal_status = lost): PostgreSQL removed WAL it "
                                   "still needed (max_slot_wal_keep_size), so the changes after its position are lost; "
                                   "start walstream once with --resnapshot to republish every published table's rows "
                                   "under a new slot",
                                   config_.slot));
   }
-  std::uint64_t confirmed = confirmed_flush();
+  const std::uint64_t confirmed = slot.confirmed;
   const std::string confirmed_text = format_lsn_text(confirmed);
   constexpr const char* kCauses =
       "(a FLUSHALL, a restart without persistence, an older backup restored, a failover to a replica that was "

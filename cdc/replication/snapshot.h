@@ -24,10 +24,14 @@ std::string describe_columns(PgConnection& conn, Catalog& catalog, const std::st
 
 class SlotKeeper {
  public:
+  // pg_try_advisory_lock(kSetupLockClass, hashtext(slot)): one instance sets the slot up at a time.
+  static constexpr long kSetupLockClass = 0x57414c53;  // "WALS"
+
   // `once` (--resnapshot, --adopt-slot) is cleared once acted on, so a reconnect does not redo it.
   SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, RunState& once);
 
-  // Makes sure the slot exists, that Redis holds what the slot says is stored, and that any snapshot
+  // One instance at a time (a PostgreSQL advisory lock; a second one is told the slot is in use and
+  // becomes a standby). Makes sure the slot exists, that Redis holds what the slot says is stored, and that any snapshot
   // it owes is complete before streaming starts: an interrupted copy is discarded (staging streams
   // deleted, slot dropped) and redone under a new slot; an interrupted publication is finished.
   // `repl` is the replication connection that will then START_REPLICATION (the exported snapshot
@@ -38,13 +42,21 @@ class SlotKeeper {
   std::uint64_t confirmed_flush();
 
  private:
+  struct SlotState {
+    std::uint64_t confirmed = 0;  // confirmed_flush_lsn (0: none yet)
+    std::string wal_status;       // '' when unknown
+  };
   Keys keys() const { return Keys{config_.prefix, config_.slot}; }
   PgConnection& sql();
-  bool slot_exists();
+  void lock_setup();
+  void unlock_setup();
+  std::uint64_t prepare_locked(PgConnection& repl, SlotStore& store);
+  std::optional<SlotState> slot_state();  // nullopt: no such slot
   void drop_slot();
   std::uint64_t create(PgConnection& repl, SlotStore& store, bool snapshot);
   std::uint64_t redo(PgConnection& repl, SlotStore& store);
-  std::uint64_t verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint);
+  std::uint64_t verify(SlotStore& store, const std::optional<SlotStore::Checkpoint>& checkpoint,
+                       const SlotState& slot);
   void copy(SlotStore& store, const std::string& snapshot_name, std::uint64_t consistent_point);
 
   const Config& config_;

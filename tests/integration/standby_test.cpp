@@ -216,3 +216,95 @@ TEST(Standby, ChunkAfterASuccessorsEpochIsFenced) {
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
 }
+
+namespace {
+
+// Every entry of `key` is a row of t (id 1..rows), each exactly once.
+void expect_each_row_once(const std::string& key, int rows, const std::string& op) {
+  auto entries = xrange(key);
+  ASSERT_EQ(static_cast<int>(entries.size()), rows);
+  std::vector<char> seen(static_cast<std::size_t>(rows) + 1, 0);
+  for (const auto& e : entries) {
+    ASSERT_EQ(e.fields.at("op"), op) << e.id;
+    const auto& after = e.fields.at("after");  // {"id":N}
+    const int id = std::stoi(after.substr(6));
+    ASSERT_TRUE(id >= 1 && id <= rows) << after;
+    ASSERT_EQ(seen[static_cast<std::size_t>(id)], 0) << "row " << id << " twice";
+    seen[static_cast<std::size_t>(id)] = 1;
+  }
+}
+
+constexpr int kSnapshotRows = 300000;
+
+}  // namespace
+
+// Two instances started at once on a fresh setup (the compose stack does this): while the slot is
+// created and its snapshot copied no walsender holds it, so only the setup lock keeps the second
+// from taking the copy for an interrupted one. One snapshots, the other waits as a standby; every
+// row once; the standby then takes over from the snapshotter.
+TEST(Standby, TwoStartedTogetherSnapshotOnce) {
+  Scope s;
+  s.sql(fmt::format("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, {})",
+                    kSnapshotRows));
+  std::vector<std::unique_ptr<Walstream>> ws(2);
+  ws[0] = std::make_unique<Walstream>(s.args());
+  ws[1] = std::make_unique<Walstream>(s.args());
+  const auto key = s.stream("public.t");
+  ASSERT_TRUE(wait_until([&] { return s.streaming() && xlen(key) >= kSnapshotRows; }, 120s))
+      << ws[0]->log() << "\n----\n" << ws[1]->log();
+  const int creators = static_cast<int>(count_of(ws[0]->log(), "created replication slot") +
+                                        count_of(ws[1]->log(), "created replication slot"));
+  EXPECT_EQ(creators, 1) << ws[0]->log() << "\n----\n" << ws[1]->log();
+  const int active = ws[0]->log().find("streaming from slot") != std::string::npos ? 0 : 1;
+  const int standby = 1 - active;
+  ASSERT_TRUE(wait_until([&] { return ws[standby]->log().find("standby: slot") != std::string::npos; }, 15s))
+      << ws[standby]->log();
+  EXPECT_EQ(count_of(ws[standby]->log(), "standby: slot"), 1) << ws[standby]->log();
+  for (auto& w : ws) {
+    EXPECT_EQ(w->log().find("interrupted"), std::string::npos) << w->log();
+    EXPECT_EQ(count_of(w->log(), " ERROR "), 0) << w->log();
+  }
+  expect_each_row_once(key, kSnapshotRows, "r");
+
+  // The standby takes over from the snapshotter and streams what follows.
+  s.sql(fmt::format("INSERT INTO t VALUES ({})", kSnapshotRows + 1));
+  ASSERT_TRUE(wait_until([&] { return xlen(key) == kSnapshotRows + 1; }, 30s)) << ws[active]->log();
+  ws[active]->signal(SIGKILL);
+  ws[active]->wait(10s);
+  ASSERT_TRUE(wait_until([&] { return ws[standby]->log().find("streaming from slot") != std::string::npos; }, 10s))
+      << ws[standby]->log();
+  s.sql(fmt::format("INSERT INTO t VALUES ({})", kSnapshotRows + 2));
+  ASSERT_TRUE(wait_until([&] { return xlen(key) == kSnapshotRows + 2 && s.caught_up(); }, 30s))
+      << ws[standby]->log();
+  auto tail = xrange(key);
+  EXPECT_EQ(tail[kSnapshotRows].fields.at("after"), fmt::format(R"({{"id":{}}})", kSnapshotRows + 1));
+  EXPECT_EQ(tail[kSnapshotRows + 1].fields.at("after"), fmt::format(R"({{"id":{}}})", kSnapshotRows + 2));
+  ws[standby]->signal(SIGTERM);
+  EXPECT_EQ(ws[standby]->wait(), 0) << ws[standby]->log();
+}
+
+// The snapshotter killed in the middle of its copy: its setup lock goes with its connection, and the
+// instance that waited finds the interrupted snapshot, discards the partial copy and redoes it under
+// a new slot. Subscribers see every row once.
+TEST(Standby, SnapshotterKilledMidCopyIsRedoneByTheStandby) {
+  Scope s;
+  s.sql(fmt::format("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, {})",
+                    kSnapshotRows));
+  auto a = std::make_unique<Walstream>(s.args());
+  const auto staging = s.prefix + "staging:public.t";
+  ASSERT_TRUE(wait_until([&] { return xlen(staging) > 0; }, 30s)) << a->log();
+  auto b = std::make_unique<Walstream>(s.args());
+  ASSERT_TRUE(wait_until([&] { return b->log().find("standby: slot") != std::string::npos; }, 15s)) << b->log();
+  EXPECT_NE(b->log().find("setting slot"), std::string::npos) << b->log();
+  ASSERT_EQ(a->log().find("initial snapshot published"), std::string::npos) << "the copy ended too soon\n" << a->log();
+  a->signal(SIGKILL);
+  a->wait(10s);
+  const auto key = s.stream("public.t");
+  ASSERT_TRUE(wait_until([&] { return b->log().find("streaming from slot") != std::string::npos; }, 120s))
+      << b->log();
+  EXPECT_NE(b->log().find("the initial snapshot was interrupted"), std::string::npos) << b->log();
+  expect_each_row_once(key, kSnapshotRows, "r");
+  EXPECT_EQ(xlen(staging), 0);
+  b->signal(SIGTERM);
+  EXPECT_EQ(b->wait(), 0) << b->log();
+}
