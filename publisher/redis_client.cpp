@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "sentinel.h"
+
 namespace walstream {
 namespace {
 
@@ -79,6 +81,25 @@ std::vector<std::pair<std::string, std::vector<StreamEntry>>> RedisReply::stream
 }
 
 RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout) : url_(url), ctx_(nullptr, redisFree) {
+  if (!url.via_sentinel()) {
+    open(timeout);
+    return;
+  }
+  // Asked at every connection: after a failover the next one finds the new master.
+  auto node = find_master(url);
+  url_ = url.at(node);
+  open(timeout);
+  display_ = fmt::format("master '{}' at {}", url.master_name, url_.display());
+  check_master_role(*this, url, node);
+}
+
+void RedisClient::open(std::chrono::milliseconds timeout) {
+  const auto& url = url_;
+  if (url.tls) {
+    throw RedisError(RedisError::Kind::Fatal, fmt::format("cannot connect to Redis at {}: TLS is not built in yet",
+                                                          url.display()));
+  }
+  display_ = url.display();
   ctx_.reset(redisConnectWithTimeout(url.host.c_str(), url.port, to_timeval(std::chrono::seconds(5))));
   if (!ctx_ || ctx_->err) {
     throw RedisError(RedisError::Kind::Transient, fmt::format("cannot connect to Redis at {}: {}", url.display(),
@@ -110,7 +131,7 @@ RedisReply RedisClient::command(const std::vector<std::string>& argv) {
       redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), args.data(), lens.data()));
   if (!r) {
     throw RedisError(RedisError::Kind::Transient,
-                     fmt::format("lost the Redis connection to {}: {}", url_.display(), ctx_->errstr));
+                     fmt::format("lost the Redis connection to {}: {}", display_, ctx_->errstr));
   }
   return RedisReply(r);
 }
@@ -120,7 +141,7 @@ RedisReply RedisClient::checked(const std::vector<std::string>& argv) {
   if (r.is_error()) {
     auto msg = std::string(r.str());
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", url_.display(), argv.empty() ? "" : argv[0], msg));
+    throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", display_, argv.empty() ? "" : argv[0], msg));
   }
   return r;
 }

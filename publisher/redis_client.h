@@ -55,7 +55,8 @@ class RedisReply {
 
 class RedisClient {
  public:
-  // Connects, AUTHs, SELECTs; throws RedisError. timeout 0 means block forever on reads.
+  // Connects, AUTHs, SELECTs; throws RedisError. timeout 0 means block forever on reads. With
+  // sentinels in the URL, asks them for the master first and checks its ROLE (sentinel.h).
   explicit RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   ~RedisClient();
   RedisClient(const RedisClient&) = delete;
@@ -70,9 +71,13 @@ class RedisClient {
   void set_timeout(std::chrono::milliseconds timeout);
   // Hands the connected, authenticated context over (StreamWriter drives it without blocking).
   RedisContextPtr release() { return std::move(ctx_); }
+  // The node connected to, for messages ("127.0.0.1:6379/0", "master 'm' at 127.0.0.1:6380/0").
+  const std::string& display() const { return display_; }
 
  private:
-  RedisUrl url_;
+  void open(std::chrono::milliseconds timeout);
+  RedisUrl url_;  // the node connected to (resolved when through sentinels)
+  std::string display_;
   RedisContextPtr ctx_;
 };
 

@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <stdexcept>
+#include <tuple>
 
 namespace walstream {
 namespace {
@@ -35,38 +36,10 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
-}  // namespace
 
-std::string RedisUrl::display() const {
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}/{}", host, port, db);
-  return fmt::format("{}:{}/{}", host, port, db);
-}
-
-RedisUrl parse_redis_url(std::string_view url) {
-  constexpr std::string_view scheme = "redis://";
-  if (url.substr(0, scheme.size()) != scheme) {
-    throw std::invalid_argument("Redis URL must start with redis:// (rediss:// is not supported: no TLS)");
-  }
-  RedisUrl out;
-  std::string_view rest = url.substr(scheme.size());
-  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
-    std::string_view cred = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    if (auto colon = cred.find(':'); colon != std::string_view::npos) {
-      out.user = percent_decode(cred.substr(0, colon));
-      out.password = percent_decode(cred.substr(colon + 1));
-    } else {
-      out.password = percent_decode(cred);  // redis://secret@host: a password alone, as redis-cli reads it
-    }
-  }
-  std::string_view hostport = rest.substr(0, rest.find('/'));
-  if (hostport.empty()) throw std::invalid_argument("missing host in Redis URL");
-  hostport = rest;
-  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
-    hostport = rest.substr(0, slash);
-    std::string_view db = rest.substr(slash + 1);
-    if (!db.empty()) out.db = parse_int(db, 0, 1 << 20, "database number");
-  }
+// host[:port] or [v6][:port].
+RedisEndpoint parse_endpoint(std::string_view hostport) {
+  RedisEndpoint out{"127.0.0.1", 6379};
   if (!hostport.empty() && hostport.front() == '[') {
     auto close = hostport.find(']');
     if (close == std::string_view::npos) throw std::invalid_argument("unterminated [IPv6] host in Redis URL");
@@ -83,6 +56,106 @@ RedisUrl parse_redis_url(std::string_view url) {
     out.host = std::string(hostport);
   }
   if (out.host.empty()) throw std::invalid_argument("missing host in Redis URL");
+  return out;
+}
+
+std::string endpoint_text(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+}  // namespace
+
+std::string RedisUrl::display() const {
+  if (via_sentinel()) {
+    std::string list;
+    for (const auto& s : sentinels) {
+      if (!list.empty()) list += ',';
+      list += endpoint_text(s.host, s.port);
+    }
+    return fmt::format("{} via sentinel {}/{}", master_name, list, db);
+  }
+  return fmt::format("{}/{}", endpoint_text(host, port), db);
+}
+
+RedisUrl RedisUrl::at(const RedisEndpoint& node, bool with_credentials) const {
+  RedisUrl out = *this;
+  out.sentinels.clear();
+  out.master_name.clear();
+  out.host = node.host;
+  out.port = node.port;
+  if (!with_credentials) {
+    out.user.clear();
+    out.password.clear();
+    out.db = 0;
+  }
+  return out;
+}
+
+RedisUrl parse_redis_url(std::string_view url) {
+  RedisUrl out;
+  std::string_view rest;
+  bool sentinel = false;
+  for (auto [scheme, tls, via_sentinel] : {std::tuple{std::string_view("redis://"), false, false},
+                                           std::tuple{std::string_view("rediss://"), true, false},
+                                           std::tuple{std::string_view("redis-sentinel://"), false, true},
+                                           std::tuple{std::string_view("rediss-sentinel://"), true, true}}) {
+    if (url.substr(0, scheme.size()) == scheme) {
+      rest = url.substr(scheme.size());
+      out.tls = tls;
+      sentinel = via_sentinel;
+      break;
+    }
+  }
+  if (rest.data() == nullptr) {
+    throw std::invalid_argument(
+        "Redis URL must start with redis://, rediss:// (TLS), redis-sentinel:// or rediss-sentinel://");
+  }
+  if (sentinel) {
+    auto hash = rest.find('#');
+    if (hash == std::string_view::npos || hash + 1 == rest.size()) {
+      throw std::invalid_argument("a redis-sentinel:// URL names its master after '#' (…#mymaster)");
+    }
+    out.master_name = percent_decode(rest.substr(hash + 1));
+    rest = rest.substr(0, hash);
+  } else if (rest.find('#') != std::string_view::npos) {
+    throw std::invalid_argument("'#master-name' belongs to redis-sentinel:// URLs");
+  }
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view cred = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (auto colon = cred.find(':'); colon != std::string_view::npos) {
+      out.user = percent_decode(cred.substr(0, colon));
+      out.password = percent_decode(cred.substr(colon + 1));
+    } else {
+      out.password = percent_decode(cred);  // redis://secret@host: a password alone, as redis-cli reads it
+    }
+  }
+  std::string_view hostport = rest;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty()) out.db = parse_int(db, 0, 1 << 20, "database number");
+  }
+  if (hostport.empty()) throw std::invalid_argument("missing host in Redis URL");
+  if (!sentinel) {
+    auto node = parse_endpoint(hostport);
+    out.host = node.host;
+    out.port = node.port;
+    return out;
+  }
+  while (!hostport.empty()) {
+    auto comma = hostport.find(',');
+    auto one = hostport.substr(0, comma);
+    if (one.empty()) throw std::invalid_argument("empty sentinel address in Redis URL");
+    auto node = parse_endpoint(one);
+    if (one.find(':') == std::string_view::npos || (one.front() == '[' && one.back() == ']')) node.port = 26379;
+    out.sentinels.push_back(node);
+    hostport = comma == std::string_view::npos ? std::string_view() : hostport.substr(comma + 1);
+    if (comma != std::string_view::npos && hostport.empty()) {
+      throw std::invalid_argument("empty sentinel address in Redis URL");
+    }
+  }
   return out;
 }
 

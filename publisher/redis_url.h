@@ -1,20 +1,50 @@
-// redis://[user:password@]host:port[/db] -> its parts. Pure.
+// Redis URLs -> their parts. Pure.
+//   redis://[user:password@]host:port[/db]             one Redis
+//   rediss://…                                          the same over TLS
+//   redis-sentinel://[user:password@]host:port[,host:port…][/db]#master-name
+//   rediss-sentinel://…                                 the same, sentinels and master over TLS
+// (Lettuce's forms.) The credentials and db are the master's; the sentinels are asked without them.
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace walstream {
 
+// --redis-tls-*: where the certificates are. Verification of the server's certificate and host name
+// is on unless `insecure` (tests only).
+struct RedisTls {
+  std::string ca_file;    // CA bundle the server's certificate must chain to (empty: the system's)
+  std::string cert_file;  // client certificate, for servers that require one (tls-auth-clients yes)
+  std::string key_file;   // its private key
+  bool insecure = false;  // --redis-tls-insecure: no certificate or host-name check
+};
+
+struct RedisEndpoint {
+  std::string host;
+  int port = 0;
+  bool operator==(const RedisEndpoint&) const = default;
+};
+
 struct RedisUrl {
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";  // unused with sentinels: they name the master at each connection
   int port = 6379;
   std::string user;      // empty: the default user
   std::string password;  // empty: no AUTH
   int db = 0;
+  bool tls = false;      // rediss:// or rediss-sentinel://
+  RedisTls tls_files;
+  std::vector<RedisEndpoint> sentinels;  // redis-sentinel://: asked for the master's address
+  std::string master_name;               // …named after '#'
 
-  // host:port/db without the credentials, for logs.
+  bool via_sentinel() const { return !sentinels.empty(); }
+  // host:port/db without the credentials, for logs; with sentinels "mymaster via sentinel h:p,h:p/0".
   std::string display() const;
+  // The same URL pointing at one node directly (a sentinel, or the master once resolved): no
+  // sentinels, the same TLS settings; `with_credentials` false for a sentinel.
+  RedisUrl at(const RedisEndpoint& node, bool with_credentials = true) const;
 };
 
 // Throws std::invalid_argument with a one-line reason.

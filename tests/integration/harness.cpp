@@ -230,6 +230,7 @@ void Redis::launch() {
                                    "--dir", dir_, "--save", "", "--appendonly", aof_ ? "yes" : "no",
                                    "--appendfsync", "always", "--repl-diskless-sync-delay", "0"};
   if (master_port_ != 0) args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(master_port_)});
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = fork();
   if (pid_ == 0) {
     dup2(log_fd, 1);

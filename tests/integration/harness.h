@@ -78,6 +78,8 @@ class Redis {
   std::string url() const;
   const std::string& dir() const { return dir_; }
   std::string log() const;  // the server's own log (stdout)
+  // Appended to the server's arguments at each start, e.g. {"--tls-port", "7001", …}.
+  std::vector<std::string> extra_args;
 
  private:
   void launch();

@@ -49,8 +49,53 @@ TEST(RedisUrl, DisplayNeverShowsTheCredentials) {
 }
 
 TEST(RedisUrl, RejectsWhatItCannotUse) {
-  for (const char* bad : {"http://h:1", "rediss://h:1", "redis://", "redis://h:0", "redis://h:70000", "redis://h:x",
+  for (const char* bad : {"http://h:1", "redis://", "redis://h:0", "redis://h:70000", "redis://h:x",
                           "redis://h:1/db", "redis://u:p%4@h", "redis://[::1"}) {
+    EXPECT_THROW(parse_redis_url(bad), std::invalid_argument) << bad;
+  }
+}
+
+TEST(RedisUrl, RedissIsTls) {
+  auto u = parse_redis_url("rediss://app:pw@cache.example.com:6380/2");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.host, "cache.example.com");
+  EXPECT_EQ(u.port, 6380);
+  EXPECT_EQ(u.db, 2);
+  EXPECT_FALSE(u.via_sentinel());
+  EXPECT_FALSE(parse_redis_url("redis://h:1").tls);
+}
+
+TEST(RedisUrl, SentinelListsItsSentinelsAndNamesTheMaster) {
+  auto u = parse_redis_url("redis-sentinel://app:s%40cret@10.0.0.1:5000,10.0.0.2,[::1]:5002/3#my%20master");
+  ASSERT_TRUE(u.via_sentinel());
+  EXPECT_FALSE(u.tls);
+  EXPECT_EQ(u.master_name, "my master");
+  EXPECT_EQ(u.user, "app");
+  EXPECT_EQ(u.password, "s@cret");
+  EXPECT_EQ(u.db, 3);
+  ASSERT_EQ(u.sentinels.size(), 3u);
+  EXPECT_EQ(u.sentinels[0], (walstream::RedisEndpoint{"10.0.0.1", 5000}));
+  EXPECT_EQ(u.sentinels[1], (walstream::RedisEndpoint{"10.0.0.2", 26379}));  // Sentinel's default port
+  EXPECT_EQ(u.sentinels[2], (walstream::RedisEndpoint{"::1", 5002}));
+  // A sentinel is asked without the master's credentials or db; the master keeps them.
+  auto sentinel = u.at(u.sentinels[1], false);
+  EXPECT_FALSE(sentinel.via_sentinel());
+  EXPECT_EQ(sentinel.host, "10.0.0.2");
+  EXPECT_EQ(sentinel.port, 26379);
+  EXPECT_TRUE(sentinel.password.empty());
+  EXPECT_EQ(sentinel.db, 0);
+  auto master = u.at({"10.0.0.9", 6379});
+  EXPECT_EQ(master.password, "s@cret");
+  EXPECT_EQ(master.db, 3);
+  EXPECT_EQ(master.display(), "10.0.0.9:6379/3");
+  EXPECT_EQ(u.display(), "my master via sentinel 10.0.0.1:5000,10.0.0.2:26379,[::1]:5002/3");
+  EXPECT_TRUE(parse_redis_url("rediss-sentinel://h:1#m").tls);
+}
+
+TEST(RedisUrl, RejectsBadSentinelUrls) {
+  for (const char* bad : {"redis-sentinel://h:1", "redis-sentinel://h:1#", "redis-sentinel://#m",
+                          "redis-sentinel://h:1,,h:2#m", "redis-sentinel://h:1,#m", "redis-sentinel://h:0#m",
+                          "redis://h:1#m"}) {
     EXPECT_THROW(parse_redis_url(bad), std::invalid_argument) << bad;
   }
 }

@@ -1,0 +1,45 @@
+#include "sentinel.h"
+
+#include <fmt/format.h>
+
+#include "redis_client.h"
+
+namespace walstream {
+
+RedisEndpoint find_master(const RedisUrl& url) {
+  std::string answers;
+  for (const auto& sentinel : url.sentinels) {
+    const auto at = url.at(sentinel, false);
+    try {
+      RedisClient client(at, std::chrono::seconds(2));
+      auto r = client.command({"SENTINEL", "GET-MASTER-ADDR-BY-NAME", url.master_name});
+      if (r.is_array() && r.size() == 2) {
+        auto parts = r.strings();
+        return RedisEndpoint{parts[0], std::stoi(parts[1])};
+      }
+      answers += fmt::format("; {}: {}", at.display(), r.is_error() ? std::string(r.str()) : "does not know it");
+    } catch (const RedisError& e) {
+      answers += fmt::format("; {}: {}", at.display(), e.what());
+    } catch (const std::exception& e) {
+      answers += fmt::format("; {}: unexpected answer ({})", at.display(), e.what());
+    }
+  }
+  throw RedisError(RedisError::Kind::Transient,
+                   fmt::format("no sentinel named the master '{}'{}", url.master_name, answers));
+}
+
+void check_master_role(RedisClient& client, const RedisUrl& url, const RedisEndpoint& node) {
+  auto r = client.command({"ROLE"});
+  if (r.is_array() && r.size() > 0) {
+    auto role = r.strings().front();
+    if (role == "master") return;
+    throw RedisError(RedisError::Kind::Transient,
+                     fmt::format("the sentinels named {}:{} as master '{}', but it is a {} (a failover in progress?)",
+                                 node.host, node.port, url.master_name, role));
+  }
+  throw RedisError(RedisError::Kind::Transient,
+                   fmt::format("{}:{} (named master '{}' by the sentinels) did not answer ROLE: {}", node.host,
+                               node.port, url.master_name, r.is_error() ? std::string(r.str()) : "no role"));
+}
+
+}  // namespace walstream
