@@ -11,7 +11,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
-      libpq-dev libpqxx-dev libhiredis-dev libfmt-dev libcxxopts-dev rapidjson-dev libgtest-dev libcpp-httplib-dev \
+      libpq-dev libpqxx-dev libhiredis-dev libssl-dev libfmt-dev libcxxopts-dev rapidjson-dev libgtest-dev libcpp-httplib-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -44,7 +44,7 @@ FROM debian:bookworm-slim AS walstream
 # ca-certificates: for sslmode=verify-full against a PostgreSQL with a public certificate.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libpq5 libpqxx-6.4 libhiredis0.14 libfmt9 libcpp-httplib0.11 ca-certificates \
+      libpq5 libpqxx-6.4 libhiredis0.14 libfmt9 libcpp-httplib0.11 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/cdc/cli/walstream /usr/local/bin/walstream
 # walstream keeps no state on disk (the slot and Redis hold it all): any unprivileged user will do.

@@ -7,13 +7,6 @@
 #include "sentinel.h"
 
 namespace walstream {
-namespace {
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
-}
-
-}  // namespace
 
 void RedisReply::Deleter::operator()(redisReply* r) const { freeReplyObject(r); }
 
@@ -80,60 +73,63 @@ std::vector<std::pair<std::string, std::vector<StreamEntry>>> RedisReply::stream
   return out;
 }
 
-RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout) : url_(url), ctx_(nullptr, redisFree) {
+RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout)
+    : url_(url), timeout_(timeout), reader_(redisReaderCreate(), redisReaderFree) {
+  if (!reader_) throw std::bad_alloc();
   if (!url.via_sentinel()) {
-    open(timeout);
+    open();
     return;
   }
   // Asked at every connection: after a failover the next one finds the new master.
   auto node = find_master(url);
   url_ = url.at(node);
-  open(timeout);
-  display_ = fmt::format("master '{}' at {}", url.master_name, url_.display());
+  open();
+  socket_->set_display(fmt::format("master '{}' at {}", url.master_name, url_.display()));
   check_master_role(*this, url, node);
 }
 
-void RedisClient::open(std::chrono::milliseconds timeout) {
-  const auto& url = url_;
-  if (url.tls) {
-    throw RedisError(RedisError::Kind::Fatal, fmt::format("cannot connect to Redis at {}: TLS is not built in yet",
-                                                          url.display()));
-  }
-  display_ = url.display();
-  ctx_.reset(redisConnectWithTimeout(url.host.c_str(), url.port, to_timeval(std::chrono::seconds(5))));
-  if (!ctx_ || ctx_->err) {
-    throw RedisError(RedisError::Kind::Transient, fmt::format("cannot connect to Redis at {}: {}", url.display(),
-                                                              ctx_ ? ctx_->errstr : "out of memory"));
-  }
-  set_timeout(timeout);
-  if (!url.password.empty()) {
-    if (url.user.empty()) {
-      checked({"AUTH", url.password});
+void RedisClient::open() {
+  socket_ = std::make_unique<RedisSocket>(url_, std::chrono::seconds(5));
+  if (!url_.password.empty()) {
+    if (url_.user.empty()) {
+      checked({"AUTH", url_.password});
     } else {
-      checked({"AUTH", url.user, url.password});
+      checked({"AUTH", url_.user, url_.password});
     }
   }
-  if (url.db != 0) checked({"SELECT", std::to_string(url.db)});
+  if (url_.db != 0) checked({"SELECT", std::to_string(url_.db)});
 }
 
 RedisClient::~RedisClient() = default;
 
-void RedisClient::set_timeout(std::chrono::milliseconds timeout) { redisSetTimeout(ctx_.get(), to_timeval(timeout)); }
+const std::string& RedisClient::display() const { return socket_->display(); }
+
+void RedisClient::set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
+
+std::unique_ptr<RedisSocket> RedisClient::release() {
+  // Nothing may be left unparsed: the next reader starts at a reply boundary.
+  return std::move(socket_);
+}
 
 RedisReply RedisClient::command(const std::vector<std::string>& argv) {
-  std::vector<const char*> args;
-  std::vector<size_t> lens;
-  for (const auto& a : argv) {
-    args.push_back(a.data());
-    lens.push_back(a.size());
+  out_.clear();
+  out_.command(argv.size());
+  for (const auto& a : argv) out_.arg(a);
+  socket_->send_all(out_.view(), timeout_);
+  for (;;) {
+    void* reply = nullptr;
+    if (redisReaderGetReply(reader_.get(), &reply) != REDIS_OK) {
+      throw RedisError(RedisError::Kind::Transient, fmt::format("cannot parse a reply of Redis at {}: {}", display(),
+                                                                reader_->errstr));
+    }
+    if (reply) return RedisReply(static_cast<redisReply*>(reply));
+    char buf[16 * 1024];
+    auto n = socket_->recv_wait(buf, sizeof buf, timeout_);
+    if (redisReaderFeed(reader_.get(), buf, n) != REDIS_OK) {
+      throw RedisError(RedisError::Kind::Transient, fmt::format("cannot parse a reply of Redis at {}: {}", display(),
+                                                                reader_->errstr));
+    }
   }
-  auto* r = static_cast<redisReply*>(
-      redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), args.data(), lens.data()));
-  if (!r) {
-    throw RedisError(RedisError::Kind::Transient,
-                     fmt::format("lost the Redis connection to {}: {}", display_, ctx_->errstr));
-  }
-  return RedisReply(r);
 }
 
 RedisReply RedisClient::checked(const std::vector<std::string>& argv) {
@@ -141,7 +137,7 @@ RedisReply RedisClient::checked(const std::vector<std::string>& argv) {
   if (r.is_error()) {
     auto msg = std::string(r.str());
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", display_, argv.empty() ? "" : argv[0], msg));
+    throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", display(), argv.empty() ? "" : argv[0], msg));
   }
   return r;
 }

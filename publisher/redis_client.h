@@ -1,4 +1,5 @@
-// A blocking Redis connection for the few synchronous jobs: snapshot bookkeeping and `walstream tail`.
+// A blocking Redis connection for the few synchronous jobs: snapshot bookkeeping, `walstream tail` and
+// `status`, the writer's handshake. Over RedisSocket (TCP or TLS); hiredis's reader parses the replies.
 // The streaming path uses StreamWriter (non-blocking, pipelined) instead.
 #pragma once
 
@@ -13,12 +14,13 @@
 #include "redis_error.h"
 #include "redis_url.h"
 
-struct redisContext;
+#include "redis_socket.h"
+#include "resp_buffer.h"
+
+struct redisReader;
 struct redisReply;
 
 namespace walstream {
-
-using RedisContextPtr = std::unique_ptr<redisContext, void (*)(redisContext*)>;
 
 // One stream entry as XRANGE/XREAD return it.
 struct StreamEntry {
@@ -69,16 +71,19 @@ class RedisClient {
   RedisReply checked(const std::vector<std::string>& argv);
   // Sets the read timeout (0: none) for blocking reads such as XREAD BLOCK.
   void set_timeout(std::chrono::milliseconds timeout);
-  // Hands the connected, authenticated context over (StreamWriter drives it without blocking).
-  RedisContextPtr release() { return std::move(ctx_); }
+  // Hands the connected, authenticated socket over (StreamWriter drives it without blocking). Only
+  // between commands: every reply was read.
+  std::unique_ptr<RedisSocket> release();
   // The node connected to, for messages ("127.0.0.1:6379/0", "master 'm' at 127.0.0.1:6380/0").
-  const std::string& display() const { return display_; }
+  const std::string& display() const;
 
  private:
-  void open(std::chrono::milliseconds timeout);
+  void open();
   RedisUrl url_;  // the node connected to (resolved when through sentinels)
-  std::string display_;
-  RedisContextPtr ctx_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<RedisSocket> socket_;
+  std::unique_ptr<redisReader, void (*)(redisReader*)> reader_;
+  RespBuffer out_;
 };
 
 }  // namespace walstream

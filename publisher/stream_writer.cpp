@@ -2,11 +2,6 @@
 
 #include "redis_client.h"
 
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
-
-#include <sys/socket.h>
-
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -19,7 +14,7 @@ constexpr StreamWriter::Handle kNoStream = Ledger::kNoStream;
 
 }  // namespace
 
-StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_(nullptr, redisFree) {
+StreamWriter::StreamWriter(Options options) : options_(std::move(options)) {
   if (options_.maxlen) maxlen_text_ = std::to_string(*options_.maxlen);
   wait_replicas_text_ = std::to_string(options_.wait_replicas);
   wait_timeout_text_ = std::to_string(options_.wait_timeout.count());
@@ -30,61 +25,50 @@ StreamWriter::StreamWriter(Options options) : options_(std::move(options)), ctx_
 StreamWriter::~StreamWriter() = default;
 
 void StreamWriter::connect() {
-  // The handshake (connect, AUTH, SELECT, PING) is synchronous; afterwards the socket is
-  // non-blocking and driven by on_io().
+  // The handshake (connect, TLS, AUTH, SELECT, PING; the sentinels' answer) is synchronous; then the
+  // socket (non-blocking, keepalive on) is driven by on_io().
   RedisClient handshake(options_.url);
   handshake.checked({"PING"});
-  ctx_ = handshake.release();
-  // A Redis host that vanishes without a reset is noticed by TCP keepalive, not by waiting forever.
-  redisEnableKeepAlive(ctx_.get());
-  int fd = ctx_->fd;
-  int flags = fcntl(fd, F_GETFL);
-  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-    throw RedisError(RedisError::Kind::Transient, "cannot make the Redis socket non-blocking");
-  }
+  socket_ = handshake.release();
 }
 
-int StreamWriter::fd() const { return ctx_->fd; }
+int StreamWriter::fd() const { return socket_->fd(); }
+
+bool StreamWriter::wants_write() const { return out_pos_ < out_.size() || socket_->read_wants_write(); }
+bool StreamWriter::wants_read() const { return !expected_.empty() || socket_->write_wants_read(); }
 
 void StreamWriter::connection_lost(const char* doing, std::string_view why) {
   throw RedisError(RedisError::Kind::Transient,
-                   fmt::format("lost the Redis connection to {} while {}: {}", options_.url.display(), doing, why));
+                   fmt::format("lost the Redis connection to {} while {}: {}", socket_->display(), doing, why));
 }
 
 // Our own output buffer rather than hiredis's: a chunk goes to the socket without another copy.
 void StreamWriter::flush_out() {
   while (out_pos_ < out_.size()) {
-    ssize_t n = ::send(ctx_->fd, out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (errno == EINTR) continue;
-      connection_lost("writing", std::strerror(errno));
-    }
-    out_pos_ += static_cast<std::size_t>(n);
+    auto n = socket_->send_some(out_.data() + out_pos_, out_.size() - out_pos_);
+    if (n == 0) return;
+    out_pos_ += n;
   }
   out_.clear();
   out_pos_ = 0;
 }
 
 // One read per call, as much as hiredis would read: its reader moves the unparsed rest of its
-// buffer to the front each time 1 kB of it is parsed, so feeding it more at once costs more.
+// buffer to the front each time 1 kB of it is parsed, so feeding it more at once costs more. Over
+// TLS, what OpenSSL already decrypted is read too: poll() would not report it.
 void StreamWriter::read_in() {
   char buf[16 * 1024];
-  for (;;) {
-    ssize_t n = ::recv(ctx_->fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) {
-      if (!replies_.feed(buf, static_cast<std::size_t>(n))) connection_lost("reading", replies_.error());
-      return;
-    }
-    if (n == 0) connection_lost("reading", "Server closed the connection");
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    if (errno != EINTR) connection_lost("reading", std::strerror(errno));
-  }
+  do {
+    auto n = socket_->recv_some(buf, sizeof buf);
+    if (n == 0) return;
+    if (!replies_.feed(buf, n)) connection_lost("reading", replies_.error());
+  } while (socket_->buffered());
 }
 
 void StreamWriter::on_io(bool readable, bool writable) {
-  if (writable) flush_out();
-  if (readable) read_in();
+  // Over TLS a write may wait for the socket to be readable, and a read for it to be writable.
+  if (writable || (readable && socket_->write_wants_read())) flush_out();
+  if (readable || (writable && socket_->read_wants_write())) read_in();
   while (auto reply = replies_.next()) handle_reply(*reply);
   if (replies_.failed()) connection_lost("parsing a reply", replies_.error());
 }

@@ -53,8 +53,8 @@ class StreamWriter {
   StreamWriter& operator=(const StreamWriter&) = delete;
 
   int fd() const;
-  bool wants_write() const { return out_pos_ < out_.size(); }
-  bool wants_read() const { return !expected_.empty(); }
+  bool wants_write() const;
+  bool wants_read() const;
   // --redis-wait: a stored checkpoint still waits for enough replicas.
   bool waits_pending() const { return waits_queued_ > 0; }
   // Moves bytes in both directions as far as the socket allows and handles every complete reply.
@@ -142,7 +142,7 @@ class StreamWriter {
   [[noreturn]] void connection_lost(const char* doing, std::string_view why);
 
   Options options_;
-  RedisContextPtr ctx_;  // only for its socket: the writer sends, receives and parses itself
+  std::unique_ptr<RedisSocket> socket_;  // the writer sends, receives and parses itself
   ReplyNodes replies_;
   Ledger ledger_;
   std::vector<Stream> streams_;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <unistd.h>
 #include <iostream>
 #include <optional>
 #include <regex>
@@ -151,14 +153,53 @@ std::optional<walstream::RetentionOptions> parse_retention(const cxxopts::ParseR
   return o;
 }
 
+// --redis and --redis-tls-*, the same for every command that talks to Redis.
+void add_redis_options(cxxopts::Options& o) {
+  o.add_options()
+      ("redis", "Redis URL: redis://[user:password@]host:port[/db]; rediss://… over TLS; "
+                "redis-sentinel://[user:password@]host:port[,host:port…][/db]#master (rediss-sentinel://… over TLS) "
+                "[WALSTREAM_REDIS] (default redis://127.0.0.1:6379)", cxxopts::value<std::string>())
+      ("redis-tls-ca", "CA certificates (PEM) a rediss:// server's certificate must chain to (default: the "
+                       "system's) [WALSTREAM_REDIS_TLS_CA]", cxxopts::value<std::string>())
+      ("redis-tls-cert", "client certificate (PEM) for a Redis that requires one (mutual TLS) "
+                         "[WALSTREAM_REDIS_TLS_CERT]", cxxopts::value<std::string>())
+      ("redis-tls-key", "the client certificate's private key (PEM) [WALSTREAM_REDIS_TLS_KEY]",
+       cxxopts::value<std::string>())
+      ("redis-tls-insecure", "do not verify the Redis server's certificate or host name: for tests only "
+                             "[WALSTREAM_REDIS_TLS_INSECURE]");
+}
+
+walstream::RedisUrl redis_setting(const cxxopts::ParseResult& r) {
+  walstream::RedisUrl url;
+  try {
+    url = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(fmt::format("--redis: {}", e.what()));
+  }
+  url.tls_files.ca_file = setting(r, "redis-tls-ca", "");
+  url.tls_files.cert_file = setting(r, "redis-tls-cert", "");
+  url.tls_files.key_file = setting(r, "redis-tls-key", "");
+  url.tls_files.insecure = switch_setting(r, "redis-tls-insecure");
+  const auto& f = url.tls_files;
+  bool any = !f.ca_file.empty() || !f.cert_file.empty() || !f.key_file.empty() || f.insecure;
+  if (any && !url.tls) throw UsageError("--redis-tls-* apply to TLS: use a rediss:// (or rediss-sentinel://) URL");
+  if (f.cert_file.empty() != f.key_file.empty()) {
+    throw UsageError("--redis-tls-cert and --redis-tls-key go together (a client certificate and its key)");
+  }
+  for (const auto* file : {&f.ca_file, &f.cert_file, &f.key_file}) {
+    if (!file->empty() && access(file->c_str(), R_OK) != 0) {
+      throw UsageError(fmt::format("cannot read {}: {}", *file, std::strerror(errno)));
+    }
+  }
+  return url;
+}
+
 cxxopts::Options run_options() {
   cxxopts::Options o("walstream run", "Stream every committed row change of a publication to Redis Streams.\n"
                                       "Each option can also be set by its WALSTREAM_* variable (e.g. WALSTREAM_PG).\n");
   o.add_options()
       ("pg", "PostgreSQL connection: libpq URI or key=value conninfo; empty uses libpq's PG* variables "
              "[WALSTREAM_PG]", cxxopts::value<std::string>())
-      ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
-       cxxopts::value<std::string>())
       ("slot", "logical replication slot, created (pgoutput) when missing [WALSTREAM_SLOT] (default walstream)",
        cxxopts::value<std::string>())
       ("publication", "publication to stream, created when missing [WALSTREAM_PUBLICATION] (default walstream)",
@@ -228,6 +269,7 @@ cxxopts::Options run_options() {
        cxxopts::value<std::string>())
       ("log-level", "debug, info, warn or error [WALSTREAM_LOG_LEVEL] (default info)", cxxopts::value<std::string>())
       ("h,help", "show this help");
+  add_redis_options(o);
   return o;
 }
 
@@ -251,11 +293,7 @@ Config parse_run(int argc, char** argv) {
 
   Config c;
   c.pg = setting(r, "pg", "");
-  try {
-    c.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(fmt::format("--redis: {}", e.what()));
-  }
+  c.redis = redis_setting(r);
   c.slot = setting(r, "slot", "walstream");
   if (!std::regex_match(c.slot, std::regex("[a-z0-9_]{1,63}"))) {
     throw UsageError(fmt::format("--slot '{}': a slot name is 1-63 lower-case letters, digits or underscores", c.slot));
@@ -418,8 +456,6 @@ cxxopts::Options tail_options() {
       ("from-start", "start at each stream's first entry (with --group: where a new group starts)")
       ("from", "start after this entry ID, <ms>-<seq> (with --group: where a new group starts)",
        cxxopts::value<std::string>())
-      ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
-       cxxopts::value<std::string>())
       ("prefix", "stream key prefix: streams are <prefix><schema>.<table>, <prefix>events:<type>, "
                  "<prefix>messages:<prefix> [WALSTREAM_PREFIX] (default walstream:)", cxxopts::value<std::string>())
       ("count", "exit 0 after printing N entries (default: until stopped)", cxxopts::value<std::string>())
@@ -429,6 +465,7 @@ cxxopts::Options tail_options() {
   // Without --from-start or --from, only entries added after the start are printed.
   o.add_options("positional")("tables", "", cxxopts::value<std::vector<std::string>>());
   o.parse_positional({"tables"});
+  add_redis_options(o);
   return o;
 }
 
@@ -472,11 +509,7 @@ int cmd_tail(int argc, char** argv) {
   if (t.tables.empty() && t.events.empty() && t.messages.empty() && t.streams.empty()) {
     throw UsageError("tail: name at least one table (schema.table), --events, --messages or --stream");
   }
-  try {
-    t.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(fmt::format("--redis: {}", e.what()));
-  }
+  t.redis = redis_setting(r);
   t.prefix = setting(r, "prefix", "walstream:");
   if (r.count("consumer") && !r.count("group")) throw UsageError("--consumer needs --group");
   if (r.count("group")) {
@@ -520,8 +553,6 @@ cxxopts::Options status_options() {
   o.add_options()
       ("pg", "PostgreSQL connection: libpq URI or key=value conninfo; empty uses libpq's PG* variables "
              "[WALSTREAM_PG]", cxxopts::value<std::string>())
-      ("redis", "Redis URL redis://[user:password@]host:port[/db] [WALSTREAM_REDIS] (default redis://127.0.0.1:6379)",
-       cxxopts::value<std::string>())
       ("slot", "logical replication slot [WALSTREAM_SLOT] (default walstream)", cxxopts::value<std::string>())
       ("publication", "publication [WALSTREAM_PUBLICATION] (default walstream)", cxxopts::value<std::string>())
       ("prefix", "stream key prefix [WALSTREAM_PREFIX] (default walstream:)", cxxopts::value<std::string>())
@@ -530,6 +561,7 @@ cxxopts::Options status_options() {
        cxxopts::value<std::string>())
       ("json", "print one JSON document instead of the table")
       ("h,help", "show this help");
+  add_redis_options(o);
   return o;
 }
 
@@ -637,11 +669,7 @@ int cmd_status(int argc, char** argv) {
   if (!r.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", r.unmatched().front()));
   walstream::StatusOptions s;
   s.pg = setting(r, "pg", "");
-  try {
-    s.redis = walstream::parse_redis_url(setting(r, "redis", "redis://127.0.0.1:6379"));
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(fmt::format("--redis: {}", e.what()));
-  }
+  s.redis = redis_setting(r);
   s.slot = setting(r, "slot", "walstream");
   if (!std::regex_match(s.slot, std::regex("[a-z0-9_]{1,63}"))) {
     throw UsageError(fmt::format("--slot '{}': a slot name is 1-63 lower-case letters, digits or underscores", s.slot));
