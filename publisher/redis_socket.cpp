@@ -198,7 +198,9 @@ void RedisSocket::handshake(const RedisUrl& url, std::chrono::milliseconds timeo
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
       pollfd p{fd_, static_cast<short>(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
       int left = timeout.count() > 0 ? remaining_ms(deadline) : -1;
-      if (left == 0 || ::poll(&p, 1, left) == 0) lost("in the TLS handshake", "timed out");
+      if (left == 0 || ::poll(&p, 1, left) == 0) {
+        lost("in the TLS handshake", fmt::format("no answer within {} ms (is it a TLS port?)", timeout.count()));
+      }
       continue;
     }
     if (long v = SSL_get_verify_result(ssl_); v != X509_V_OK) {
