@@ -98,6 +98,16 @@ void RedisClient::open() {
     }
   }
   if (url_.db != 0) checked({"SELECT", std::to_string(url_.db)});
+  // A cluster node answers the first multi-stream MULTI/EXEC with CROSSSLOT and other shards' keys
+  // with MOVED: say what it is before anything is written.
+  auto info = command({"INFO", "cluster"});
+  if (!info.is_error() && info.str().find("cluster_enabled:1") != std::string_view::npos) {
+    throw RedisError(RedisError::Kind::Fatal,
+                     fmt::format("Redis at {} is a Redis Cluster node (cluster_enabled:1): walstream does not write "
+                                 "to a Redis Cluster yet; point --redis at a single Redis or at a master behind "
+                                 "Sentinel (redis-sentinel://)",
+                                 display()));
+  }
 }
 
 RedisClient::~RedisClient() = default;
