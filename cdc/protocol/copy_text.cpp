@@ -1,5 +1,6 @@
 #include "copy_text.h"
 
+#include <cstring>
 #include <stdexcept>
 
 namespace walstream::copy_text {
@@ -17,6 +18,7 @@ bool is_octal(char c) { return c >= '0' && c <= '7'; }
 // Decodes one field's escapes, as CopyReadAttributesText does on the way in.
 void unescape(std::string_view raw, std::string& out) {
   out.clear();
+  out.reserve(raw.size());
   for (std::size_t i = 0; i < raw.size(); ++i) {
     char c = raw[i];
     if (c != '\\') {
@@ -62,29 +64,30 @@ void unescape(std::string_view raw, std::string& out) {
 
 }  // namespace
 
-void parse_row(std::string_view line, std::vector<std::optional<std::string>>& out) {
-  std::size_t n = 0;
-  std::size_t start = 0;
+void parse_row(std::string_view line, std::vector<std::optional<std::string_view>>& out,
+               std::deque<std::string>& scratch) {
+  out.clear();
+  const char* p = line.data();
+  const char* const end = p + line.size();
   for (;;) {
-    std::size_t end = start;
-    // A tab inside a value is always escaped, so the first raw tab ends the field.
-    while (end < line.size() && line[end] != '\t') {
-      end += line[end] == '\\' ? 2 : 1;
-    }
-    if (end > line.size()) throw std::invalid_argument("COPY text: dangling backslash");
-    std::string_view raw = line.substr(start, end - start);
-    if (n == out.size()) out.emplace_back();
-    auto& field = out[n++];
-    if (raw == "\\N") {
-      field.reset();
+    // A tab inside a value is always escaped (\t), and a backslash too (\\): the first raw tab ends
+    // the field, and a field without a backslash is its own value.
+    const char* tab = static_cast<const char*>(std::memchr(p, '\t', static_cast<std::size_t>(end - p)));
+    const char* stop = tab ? tab : end;
+    std::string_view raw(p, static_cast<std::size_t>(stop - p));
+    if (raw.find('\\') == std::string_view::npos) {
+      out.emplace_back(raw);
+    } else if (raw == "\\N") {
+      out.emplace_back(std::nullopt);
     } else {
-      if (!field) field.emplace();
-      unescape(raw, *field);
+      if (scratch.size() <= out.size()) scratch.resize(out.size() + 1);
+      auto& decoded = scratch[out.size()];
+      unescape(raw, decoded);
+      out.emplace_back(decoded);
     }
-    if (end >= line.size()) break;
-    start = end + 1;
+    if (!tab) break;
+    p = tab + 1;
   }
-  out.resize(n);
 }
 
 }  // namespace walstream::copy_text

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <fmt/format.h>
 
 #include "copy_protocol.h"
@@ -324,7 +325,8 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
   txn.xid = "0";
   RecordBuilder builder;
   std::string lsn_text = copy::format_lsn(consistent_point);
-  std::vector<std::optional<std::string>> values;
+  std::vector<std::optional<std::string_view>> values;
+  std::deque<std::string> unescaped;
   std::vector<Cell> cells;
 
   for (int t = 0; t < PQntuples(tables.get()); ++t) {
@@ -365,7 +367,7 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
       }
       std::string_view line(row.get(), static_cast<std::size_t>(length));
       if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-      copy_text::parse_row(line, values);
+      copy_text::parse_row(line, values, unescaped);
       cells.clear();
       for (const auto& v : values) {
         cells.push_back(v ? Cell{Cell::State::Text, *v} : Cell{Cell::State::Null, {}});

@@ -3,8 +3,17 @@
 
 #include "copy_text.h"
 
-using walstream::copy_text::parse_row;
-using Row = std::vector<std::optional<std::string>>;
+#include <deque>
+
+using Row = std::vector<std::optional<std::string_view>>;
+
+namespace {
+
+std::deque<std::string> scratch;
+
+void parse_row(std::string_view line, Row& row) { walstream::copy_text::parse_row(line, row, scratch); }
+
+}  // namespace
 
 TEST(CopyText, SplitsOnTabsAndReadsNulls) {
   Row row;
@@ -26,6 +35,8 @@ TEST(CopyText, DecodesEscapes) {
   EXPECT_EQ(row[0], "a\tb\nc\\d");
   EXPECT_EQ(row[1], "\\N");  // the two-character text \N, not NULL
   EXPECT_EQ(row[2], std::string("\x01", 1));
+  // Fields without escapes are views into the line itself; decoded ones live in the scratch strings.
+  EXPECT_EQ(row[0]->data(), scratch[0].data());
 }
 
 TEST(CopyText, ReadsOctalHexAndOtherEscapes) {
@@ -47,4 +58,24 @@ TEST(CopyText, ReusesTheRowAndShrinksIt) {
 TEST(CopyText, RejectsADanglingBackslash) {
   Row row;
   EXPECT_THROW(parse_row("abc\\", row), std::invalid_argument);
+}
+
+TEST(CopyText, UnescapedFieldsAreViewsOfTheLine) {
+  Row row;
+  const std::string line = "12\tab c\t\\N\tx\\ty\t";
+  parse_row(line, row);
+  ASSERT_EQ(row.size(), 5u);
+  EXPECT_EQ(row[0]->data(), line.data());
+  EXPECT_EQ(row[1]->data(), line.data() + 3);
+  EXPECT_EQ(*row[1], "ab c");
+  EXPECT_FALSE(row[2].has_value());
+  EXPECT_EQ(*row[3], "x\ty");
+  EXPECT_EQ(*row[4], "");
+  // Many escaped fields in one row: the scratch strings grow without moving the earlier ones.
+  std::string wide;
+  for (int i = 0; i < 100; ++i) wide += "a\\\\long enough not to fit a small string " + std::to_string(i) + "\t";
+  wide.pop_back();
+  parse_row(wide, row);
+  ASSERT_EQ(row.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(*row[i], "a\\long enough not to fit a small string " + std::to_string(i));
 }
