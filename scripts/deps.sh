@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git
   libpq-dev libpqxx-dev libhiredis-dev libfmt-dev libcxxopts-dev rapidjson-dev libgtest-dev libcpp-httplib-dev
-  postgresql-15 postgresql-client-15 redis-server
+  postgresql-15 postgresql-client-15 redis-server redis-sentinel  # redis-sentinel: sentinel_test
   python3 python3-redis python3-psycopg2 python3-yaml
   prometheus  # promtool, for the alert rules' tests (ctest prometheus_rules)
 )
