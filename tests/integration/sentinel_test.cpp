@@ -483,8 +483,8 @@ TEST(Sentinel, NoSentinelNamesTheMaster) {
   ASSERT_EQ(errors.size(), 1u) << run.output;
   EXPECT_NE(errors[0].find(unknown), std::string::npos) << errors[0];
   expect_reasons(errors[0]);
-  auto status =
-      run_walstream({"status", "--pg", s.conninfo, "--redis", url_of("elsewhere"), "--slot", s.slot, "--prefix", s.prefix});
+  auto status = run_walstream(
+      {"status", "--pg", s.conninfo, "--redis", url_of("elsewhere"), "--slot", s.slot, "--prefix", s.prefix});
   EXPECT_EQ(status.code, 1) << status.output;
   EXPECT_EQ(count_of(status.output, unknown), 1) << status.output;
   auto tail = run_walstream({"tail", "public.t", "--redis", url_of("elsewhere"), "--prefix", s.prefix, "--count", "1"});
