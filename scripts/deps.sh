@@ -23,4 +23,5 @@ $SUDO apt-get update -qq
 # The postgresql package starts a cluster on 5432 by default; walstream's scripts run their own.
 # Likewise the prometheus package (wanted for promtool) starts a Prometheus on :9090 where systemd runs:
 # `systemctl disable --now prometheus` if that is not wanted.
+# The same for redis-sentinel (wanted for sentinel_test; its service listens on :26379).
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
