@@ -2,9 +2,33 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <mutex>
+
+#include "log.h"
 #include "redis_client.h"
 
 namespace walstream {
+namespace {
+
+// The master each sentinel URL (its sentinels and name) led to last in this process, so that a
+// failover is logged once, when a connection first reaches the new master.
+void note_master(const RedisUrl& url, const RedisEndpoint& node) {
+  static std::mutex mutex;
+  static std::map<std::string, RedisEndpoint> last;
+  const auto where = fmt::format("{}:{}", node.host, node.port);
+  std::lock_guard lock(mutex);
+  auto [it, fresh] = last.try_emplace(url.display(), node);
+  if (fresh) {
+    log::debug("Redis Sentinel: master '{}' is at {}", url.master_name, where);
+  } else if (it->second != node) {
+    log::info("Redis Sentinel: master '{}' is at {} now (was {}:{}): a failover", url.master_name, where,
+              it->second.host, it->second.port);
+    it->second = node;
+  }
+}
+
+}  // namespace
 
 RedisEndpoint find_master(const RedisUrl& url) {
   std::string answers;
@@ -32,7 +56,10 @@ void check_master_role(RedisClient& client, const RedisUrl& url, const RedisEndp
   auto r = client.command({"ROLE"});
   if (r.is_array() && r.size() > 0) {
     auto role = r.strings().front();
-    if (role == "master") return;
+    if (role == "master") {
+      note_master(url, node);
+      return;
+    }
     throw RedisError(RedisError::Kind::Transient,
                      fmt::format("the sentinels named {}:{} as master '{}', but it is a {} (a failover in progress?)",
                                  node.host, node.port, url.master_name, role));

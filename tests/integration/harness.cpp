@@ -335,6 +335,201 @@ std::string Redis::log() const { return slurp(log_path()); }
 
 std::string Redis::url() const { return fmt::format("redis://127.0.0.1:{}", port_); }
 
+// ---------------------------------------------------------------- Redis Sentinel
+
+namespace {
+
+// Flattened key/value pairs (SENTINEL MASTER / REPLICAS replies) -> the value of `key`, or "".
+std::string field_of(const std::vector<std::string>& flat, const std::string& key) {
+  for (std::size_t i = 0; i + 1 < flat.size(); i += 2) {
+    if (flat[i] == key) return flat[i + 1];
+  }
+  return {};
+}
+
+}  // namespace
+
+void Sentinel::start(const Redis& master, const std::string& name, int count, int quorum) {
+  if (!nodes_.empty()) throw std::runtime_error("Sentinel::start: already started");
+  name_ = name;
+  if (quorum <= 0) quorum = count / 2 + 1;
+  for (int i = 0; i < count; ++i) {
+    Node& node = nodes_.emplace_back();
+    node.dir = make_temp_dir("sentinel");
+    for (int attempt = 1;; ++attempt) {
+      node.port = free_port();
+      auto log_at = file_size(node.dir + "/sentinel.log");
+      try {
+        launch(node, master.port(), quorum);
+        break;
+      } catch (const std::exception&) {
+        bool port_taken = slurp(node.dir + "/sentinel.log", log_at).find("Address already in use") != std::string::npos;
+        if (!port_taken || attempt == kStartAttempts) throw;
+      }
+    }
+  }
+}
+
+// Writes the config (Sentinel needs a file it can rewrite) and starts redis-sentinel on it; returns
+// once it answers as our own child.
+void Sentinel::launch(Node& node, int master_port, int quorum) {
+  const std::string conf = node.dir + "/sentinel.conf";
+  const std::string log_path = node.dir + "/sentinel.log";
+  {
+    std::ofstream out(conf, std::ios::trunc);
+    out << fmt::format(
+        "port {0}\nbind 127.0.0.1\ndir {1}\n"
+        "sentinel monitor {2} 127.0.0.1 {3} {4}\n"
+        "sentinel down-after-milliseconds {2} 1000\n"
+        "sentinel failover-timeout {2} 5000\n",
+        node.port, node.dir, name_, master_port, quorum);
+    if (!out) throw std::runtime_error("cannot write " + conf);
+  }
+  int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) throw std::runtime_error("cannot open " + log_path);
+  node.pid = fork();
+  if (node.pid == 0) {
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    execlp("redis-sentinel", "redis-sentinel", conf.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(log_fd);
+  if (node.pid < 0) throw std::runtime_error("fork failed");
+  bool exited = false;
+  bool up = wait_until(
+      [&] {
+        int status = 0;
+        if (waitpid(node.pid, &status, WNOHANG) == node.pid) {
+          exited = true;
+          return true;
+        }
+        try {
+          return server_pid(node.port) == std::to_string(node.pid) &&
+                 redis_command(node.port, {"PING"}) == std::vector<std::string>{"PONG"};
+        } catch (...) {
+          return false;
+        }
+      },
+      std::chrono::seconds(20));
+  if (exited || !up) {
+    if (!exited) {
+      kill(node.pid, SIGKILL);
+      waitpid(node.pid, nullptr, 0);
+    }
+    node.pid = -1;
+    throw std::runtime_error(
+        fmt::format("redis-sentinel on port {} did not start (is Debian's redis-sentinel installed?):\n{}", node.port,
+                    slurp(log_path)));
+  }
+}
+
+void Sentinel::stop(std::size_t i) {
+  auto& node = nodes_.at(i);
+  if (node.pid <= 0) return;
+  kill(node.pid, SIGTERM);
+  waitpid(node.pid, nullptr, 0);
+  node.pid = -1;
+}
+
+void Sentinel::stop() {
+  for (std::size_t i = 0; i < nodes_.size(); ++i) stop(i);
+}
+
+Sentinel::~Sentinel() {
+  try {
+    stop();
+    for (const auto& node : nodes_) {
+      if (!node.dir.empty() && node.dir.rfind("/tmp/walstream-", 0) == 0) shell("rm -rf " + node.dir);
+    }
+  } catch (...) {
+  }
+}
+
+std::string Sentinel::url(const std::string& name) const {
+  std::string hosts;
+  for (const auto& node : nodes_) hosts += fmt::format("{}127.0.0.1:{}", hosts.empty() ? "" : ",", node.port);
+  return fmt::format("redis-sentinel://{}#{}", hosts, name);
+}
+
+std::vector<std::string> Sentinel::command(std::size_t i, const std::vector<std::string>& argv) const {
+  return redis_command(nodes_.at(i).port, argv);
+}
+
+int Sentinel::master_port(std::size_t i) const {
+  try {
+    auto addr = command(i, {"SENTINEL", "GET-MASTER-ADDR-BY-NAME", name_});
+    return addr.size() == 2 ? std::stoi(addr[1]) : 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+bool Sentinel::wait_master(int port, std::chrono::milliseconds timeout) const {
+  return wait_until(
+      [&] {
+        for (std::size_t i = 0; i < nodes_.size(); ++i) {
+          if (nodes_[i].pid > 0 && master_port(i) != port) return false;
+        }
+        return true;
+      },
+      timeout);
+}
+
+bool Sentinel::wait_ready(int replicas, std::chrono::milliseconds timeout) const {
+  auto running = static_cast<int>(std::count_if(nodes_.begin(), nodes_.end(), [](const Node& n) { return n.pid > 0; }));
+  return wait_until(
+      [&] {
+        try {
+          for (std::size_t i = 0; i < nodes_.size(); ++i) {
+            if (nodes_[i].pid <= 0) continue;
+            auto master = command(i, {"SENTINEL", "MASTER", name_});
+            if (field_of(master, "flags") != "master" ||
+                field_of(master, "num-other-sentinels") != std::to_string(running - 1)) {
+              return false;
+            }
+            // One flat list of every replica's pairs: count those flagged plain "slave" (not down).
+            auto list = command(i, {"SENTINEL", "REPLICAS", name_});
+            int healthy = 0;
+            for (std::size_t k = 0; k + 1 < list.size(); k += 2) {
+              if (list[k] == "flags" && list[k + 1] == "slave") ++healthy;
+            }
+            if (healthy != replicas) return false;
+          }
+          return true;
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      timeout);
+}
+
+void Sentinel::failover(std::chrono::milliseconds timeout) const {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    try {
+      command(0, {"SENTINEL", "FAILOVER", name_});
+      return;
+    } catch (const std::runtime_error& e) {
+      bool stale = std::string(e.what()).find("NOGOODSLAVE") != std::string::npos;
+      if (!stale || std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error(fmt::format("SENTINEL FAILOVER {}: {}", name_, e.what()));
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+std::string Sentinel::log(std::size_t i) const { return slurp(nodes_.at(i).dir + "/sentinel.log"); }
+
+std::string Sentinel::logs() const {
+  std::string out;
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    out += fmt::format("---- sentinel {} (port {})\n{}", i, nodes_[i].port, log(i));
+  }
+  return out;
+}
+
 Postgres& pg() {
   auto& s = servers();
   if (!s.pg_started) {

@@ -91,6 +91,53 @@ class Redis {
   int master_port_ = 0;  // a replica of 127.0.0.1:<master_port_> when not 0
 };
 
+// Redis Sentinel: `count` redis-sentinel processes (Debian's redis-sentinel), each on a free loopback
+// port with its own folder and config file (which Sentinel rewrites), monitoring one master of the
+// harness under a name. Stopped and removed when destroyed.
+class Sentinel {
+ public:
+  Sentinel() = default;
+  ~Sentinel();
+  Sentinel(const Sentinel&) = delete;
+  Sentinel& operator=(const Sentinel&) = delete;
+
+  // `sentinel monitor <name> 127.0.0.1 <master port> <quorum>` (quorum 0: a majority of `count`), with
+  // down-after-milliseconds 1000 and failover-timeout 5000. Returns once every sentinel answers as our
+  // own child; wait_ready() waits until they know the master's replicas and each other.
+  void start(const Redis& master, const std::string& name, int count = 3, int quorum = 0);
+  void stop();  // every sentinel (SIGTERM); the folders stay until destruction
+  void stop(std::size_t i);
+  std::size_t size() const { return nodes_.size(); }
+  int port(std::size_t i) const { return nodes_.at(i).port; }
+  // redis-sentinel://127.0.0.1:<p1>,127.0.0.1:<p2>,…#<name> (`name` need not be the monitored one).
+  std::string url(const std::string& name) const;
+  // The master's port as sentinel i names it (SENTINEL GET-MASTER-ADDR-BY-NAME), 0 when it names none.
+  int master_port(std::size_t i) const;
+  // Every running sentinel names 127.0.0.1:<port> as the master.
+  bool wait_master(int port, std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // Every running sentinel lists `replicas` replicas of the master without a down flag, and the
+  // other sentinels (so that a failover is possible and its outcome reaches them all).
+  bool wait_ready(int replicas, std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // SENTINEL FAILOVER <name> on sentinel 0; retried while it answers NOGOODSLAVE (its view of the
+  // replicas is not fresh yet), within `timeout`; throws on another refusal or when it keeps refusing.
+  void failover(std::chrono::milliseconds timeout = std::chrono::seconds(20)) const;
+  // A SENTINEL subcommand on sentinel i, flattened like redis_command.
+  std::vector<std::string> command(std::size_t i, const std::vector<std::string>& argv) const;
+  const std::string& name() const { return name_; }
+  std::string log(std::size_t i) const;
+  std::string logs() const;  // every sentinel's log, headed by its port
+
+ private:
+  struct Node {
+    std::string dir;
+    int port = 0;
+    pid_t pid = -1;
+  };
+  void launch(Node& node, int master_port, int quorum);
+  std::vector<Node> nodes_;
+  std::string name_;
+};
+
 // The servers of this test binary, started on first use and stopped at exit.
 Postgres& pg();
 Redis& redis();
