@@ -76,6 +76,8 @@ class RedisClient {
   std::unique_ptr<RedisSocket> release();
   // The node connected to, for messages ("127.0.0.1:6379/0", "master 'm' at 127.0.0.1:6380/0").
   const std::string& display() const;
+  // The node connected to (through sentinels: the master they named).
+  RedisEndpoint node() const { return {url_.host, url_.port}; }
 
  private:
   void open();

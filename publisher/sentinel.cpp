@@ -30,12 +30,12 @@ void note_master(const RedisUrl& url, const RedisEndpoint& node) {
 
 }  // namespace
 
-RedisEndpoint find_master(const RedisUrl& url) {
+RedisEndpoint find_master(const RedisUrl& url, std::chrono::milliseconds timeout) {
   std::string answers;
   for (const auto& sentinel : url.sentinels) {
     const auto at = url.at(sentinel, false);
     try {
-      RedisClient client(at, std::chrono::seconds(2));
+      RedisClient client(at, timeout);
       auto r = client.command({"SENTINEL", "GET-MASTER-ADDR-BY-NAME", url.master_name});
       if (r.is_array() && r.size() == 2) {
         auto parts = r.strings();
@@ -50,6 +50,45 @@ RedisEndpoint find_master(const RedisUrl& url) {
   }
   throw RedisError(RedisError::Kind::Transient,
                    fmt::format("no sentinel named the master '{}'{}", url.master_name, answers));
+}
+
+SentinelView ask_sentinels(const RedisUrl& url, std::chrono::milliseconds timeout) {
+  SentinelView view;
+  std::string answers;
+  for (const auto& sentinel : url.sentinels) {
+    const auto at = url.at(sentinel, false);
+    try {
+      RedisClient client(at, timeout);
+      auto r = client.command({"SENTINEL", "MASTER", url.master_name});
+      if (!r.is_array()) {
+        answers += fmt::format("; {}: {}", at.display(), r.is_error() ? std::string(r.str()) : "does not know it");
+        continue;
+      }
+      auto fields = r.strings();
+      std::string ip, port, flags;
+      for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+        if (fields[i] == "ip") ip = fields[i + 1];
+        if (fields[i] == "port") port = fields[i + 1];
+        if (fields[i] == "flags") flags = fields[i + 1];
+      }
+      if (ip.empty() || port.empty()) throw std::invalid_argument("no ip or port");
+      view.named.push_back(RedisEndpoint{ip, std::stoi(port)});
+      const bool failing_over = flags.find("failover_in_progress") != std::string::npos;
+      const bool down = flags.find("s_down") != std::string::npos || flags.find("o_down") != std::string::npos;
+      if ((failing_over || down) && view.flags.empty()) view.flags = fmt::format("{} says {}", at.display(), flags);
+      view.failover_in_progress |= failing_over;
+      view.down |= down;
+    } catch (const RedisError& e) {
+      answers += fmt::format("; {}: {}", at.display(), e.what());
+    } catch (const std::exception& e) {
+      answers += fmt::format("; {}: unexpected answer ({})", at.display(), e.what());
+    }
+  }
+  if (view.named.empty()) {
+    throw RedisError(RedisError::Kind::Transient,
+                     fmt::format("no sentinel described the master '{}'{}", url.master_name, answers));
+  }
+  return view;
 }
 
 void check_master_role(RedisClient& client, const RedisUrl& url, const RedisEndpoint& node) {

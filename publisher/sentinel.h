@@ -2,6 +2,10 @@
 // in the URL's order at every connection, so a reconnection after a failover finds the new master.
 #pragma once
 
+#include <chrono>
+#include <string>
+#include <vector>
+
 #include "redis_url.h"
 
 namespace walstream {
@@ -11,7 +15,18 @@ class RedisClient;
 // Asks url.sentinels in turn (SENTINEL GET-MASTER-ADDR-BY-NAME) for url.master_name's address; the
 // first one that names it answers. Throws RedisError (transient) with every sentinel's answer when
 // none does (all down, or none monitors that name).
-RedisEndpoint find_master(const RedisUrl& url);
+RedisEndpoint find_master(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(2));
+
+// What the sentinels say of the master now (SENTINEL MASTER, asked of every sentinel): where it is
+// by each that answered, and whether any has a failover of it in progress (only the leader of a
+// failover flags it) or sees it down. Throws RedisError (transient) when none answers.
+struct SentinelView {
+  std::vector<RedisEndpoint> named;  // one per sentinel that answered
+  bool failover_in_progress = false;
+  bool down = false;  // s_down or o_down
+  std::string flags;  // the flags of the first sentinel with a failover or a down flag, for messages
+};
+SentinelView ask_sentinels(const RedisUrl& url, std::chrono::milliseconds timeout);
 
 // A sentinel's answer may be stale (mid-failover): `client`, connected to the address it gave, must
 // say ROLE master. Throws RedisError (transient) otherwise: walstream never writes to a replica.

@@ -29,6 +29,7 @@ void StreamWriter::connect() {
   // socket (non-blocking, keepalive on) is driven by on_io().
   RedisClient handshake(options_.url);
   handshake.checked({"PING"});
+  node_ = handshake.node();
   socket_ = handshake.release();
 }
 

@@ -53,6 +53,9 @@ class StreamWriter {
   StreamWriter& operator=(const StreamWriter&) = delete;
 
   int fd() const;
+  // The node this writer writes to, and how messages name it ("master 'm' at h:p/0" through sentinels).
+  const RedisEndpoint& node() const { return node_; }
+  const std::string& display() const { return socket_->display(); }
   bool wants_write() const;
   bool wants_read() const;
   // --redis-wait: a stored checkpoint still waits for enough replicas.
@@ -143,6 +146,7 @@ class StreamWriter {
 
   Options options_;
   std::unique_ptr<RedisSocket> socket_;  // the writer sends, receives and parses itself
+  RedisEndpoint node_;
   ReplyNodes replies_;
   Ledger ledger_;
   std::vector<Stream> streams_;

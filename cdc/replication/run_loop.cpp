@@ -22,6 +22,7 @@
 #include "redis_client.h"
 #include "keys.h"
 #include "retention.h"
+#include "sentinel.h"
 #include "snapshot.h"
 #include "stop_signal.h"
 #include "stream_writer.h"
@@ -149,7 +150,7 @@ class Session {
       writer_.fence(key, epoch);
       log::debug("slot '{}': active with epoch {}", config_.slot, epoch);
     }
-    log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), config_.redis.display());
+    log::info("streaming from slot '{}' on {} to Redis {}", config_.slot, repl_.describe(), writer_.display());
     metrics::registry().role.store(metrics::Role::Active);
     // Every entry Redis holds below the checkpoint was committed before now.
     if (retention_) retention_->session_started(std::max(checkpoint, flushed_), now_pg_micros());
@@ -232,7 +233,51 @@ class Session {
   // the slot, and must not be found behind it.
   std::uint64_t flush_position() {
     if (keepalive_lsn_ != 0 && idle()) writer_.mark_idle(keepalive_lsn_);
-    return std::max(flushed_, writer_.acked_lsn());
+    auto acked = std::max(flushed_, writer_.acked_lsn());
+    if (!config_.redis.via_sentinel() || acked <= flushed_) return acked;
+    return sentinel_vouched(acked);
+  }
+
+  // Behind Sentinel, a failover promotes a replica while the old master still takes writes, and the
+  // other replicas keep acknowledging WAITs from it until they are moved (seconds later): what the
+  // old master took then is lost. A position is confirmed only once the sentinels, asked after Redis
+  // acknowledged it, all name this writer's master, none has a failover of it in progress and none
+  // sees it down; when they name another, the session ends unconfirmed and reconnects there. Asked
+  // at most every kSentinelEvery; a position waits meanwhile.
+  std::uint64_t sentinel_vouched(std::uint64_t acked) {
+    auto now = Clock::now();
+    if (now - sentinel_asked_ < kSentinelEvery) return std::max(flushed_, vouched_);
+    sentinel_asked_ = now;
+    SentinelView view;
+    try {
+      view = ask_sentinels(config_.redis, std::chrono::milliseconds(500));
+    } catch (const RedisError& e) {
+      if (now - sentinel_warned_ >= std::chrono::seconds(10)) {
+        sentinel_warned_ = now;
+        log::warn("{}; not confirming new positions to PostgreSQL until a sentinel answers (confirmed {})", e.what(),
+                  copy::format_lsn(flushed_));
+      }
+      return std::max(flushed_, vouched_);
+    }
+    for (const auto& named : view.named) {
+      if (named != writer_.node()) {
+        throw RedisError(RedisError::Kind::Transient,
+                         fmt::format("the sentinels name {}:{} as master '{}' now, not where this session writes "
+                                     "({}); not confirming what the old master took after the failover, reconnecting",
+                                     named.host, named.port, config_.redis.master_name, writer_.display()));
+      }
+    }
+    if (view.failover_in_progress || view.down) {
+      if (!sentinel_holding_) {
+        log::info("Redis Sentinel: {} ({}); not confirming new positions to PostgreSQL until it is over",
+                  view.failover_in_progress ? "a failover is in progress" : "the master is seen down", view.flags);
+      }
+      sentinel_holding_ = true;
+      return std::max(flushed_, vouched_);
+    }
+    sentinel_holding_ = false;
+    vouched_ = acked;
+    return std::max(flushed_, vouched_);
   }
 
   void log_replays(bool ended_only = false) {
@@ -454,6 +499,10 @@ class Session {
   }
 
   static constexpr auto kCheckpointEvery = std::chrono::milliseconds(200);
+  static constexpr auto kSentinelEvery = std::chrono::milliseconds(500);
+  Clock::time_point sentinel_asked_{}, sentinel_warned_{};
+  std::uint64_t vouched_ = 0;  // the newest acknowledged position the sentinels vouched for
+  bool sentinel_holding_ = false;  // said that a failover holds confirmations back
   static constexpr auto kGuardEvery = std::chrono::seconds(5);
 
   const Config& config_;

@@ -258,19 +258,17 @@ void verbose(const std::string& logs) {
 // A master, two replicas and three sentinels; walstream --redis-wait <redis_wait> through the
 // sentinels under a steady load on two tables; SENTINEL FAILOVER half-way; the load goes on.
 //
-// redis_wait 2 (every replica): anything confirmed to PostgreSQL is on the replica Sentinel promotes.
-// At the end the new master holds every committed change exactly once, in commit order, as an
-// independent test_decoding slot saw them; walstream logged the move to the new master once; no
+// Sentinel promotes one replica and only then moves the other; meanwhile the old master, still a
+// master, takes walstream's writes and the other replica acknowledges them (--redis-wait 1 is met),
+// and its resynchronisation from the new master later drops them. walstream confirms a position only
+// once every sentinel, asked after Redis acknowledged it, names its master with no failover in
+// progress (run_loop.cpp, sentinel_vouched): nothing the old master took during the failover is
+// confirmed. At the end the new master holds every committed change exactly once, in commit order,
+// as an independent test_decoding slot saw them; walstream logged the move to the new master once; no
 // node ever refused a write as a replica (what a write to the demoted master would have met); and a
 // `walstream tail` through the same URL, running all along, printed exactly the final stream.
-//
-// redis_wait 1 (fewer than the replicas): Sentinel promotes one replica and only then moves the
-// other; meanwhile the old master, still a master, takes walstream's writes and the other replica
-// acknowledges them, and walstream confirms them; that replica's resynchronisation from the new
-// master then drops them. Redis lost confirmed changes: walstream must not go on over the hole.
-// Either nothing confirmed was lost (exactly once, as above), or walstream stops at the reconnection
-// with one line saying Redis is behind the slot, and the new master holds a gapless prefix of the
-// reference.
+// (Without that gate this lost confirmed changes in 3 runs of 3: walstream then stopped at the
+// reconnection with "Redis is behind slot …".)
 void failover_under_load(int redis_wait) {
   Redis master, r1, r2;
   master.start();
@@ -337,24 +335,7 @@ void failover_under_load(int redis_wait) {
     tail.wait();
     return "---- walstream\n" + w.log() + "---- tail\n" + tail.log() + sentinels.logs();
   };
-  if (!w.running()) {
-    const int code = w.wait();
-    const auto logs = finish();
-    verbose(logs);
-    ASSERT_LT(redis_wait, 2) << "walstream stopped although every replica acknowledged what it confirmed\n" << logs;
-    EXPECT_EQ(code, 1) << logs;
-    auto errors = lines_with(w.log(), "ERROR", "");
-    ASSERT_EQ(errors.size(), 1u) << logs;
-    EXPECT_NE(errors[0].find("Redis is behind slot '" + s.slot + "'"), std::string::npos) << errors[0];
-    auto ref = reference_changes(s, ref_slot);
-    auto got = merged(promoted, keys);
-    ASSERT_LT(got.size(), ref.size());
-    ref.resize(got.size());
-    expect_same_changes(ref, got, logs);
-    std::printf("--redis-wait %d: confirmed changes were lost with the old master; walstream stopped: %s\n", redis_wait,
-                errors[0].substr(0, 160).c_str());
-    return;
-  }
+  ASSERT_TRUE(w.running()) << "walstream stopped at the failover\n" << finish();
 
   // The load goes on, onto the new master.
   const long at_move = load.changes();
@@ -396,9 +377,7 @@ void failover_under_load(int redis_wait) {
   EXPECT_EQ(tail_ids(tail.log()), want) << tail.log();
 }
 
-TEST(Sentinel, FailoverInTheMiddleOfALoad) { failover_under_load(2); }
-
-TEST(Sentinel, FailoverWithFewerAcknowledgementsThanReplicasNeverHidesALoss) { failover_under_load(1); }
+TEST(Sentinel, FailoverInTheMiddleOfALoad) { failover_under_load(1); }
 
 // ------------------------------------------------------------------------------------------------
 // A stale answer: the sentinels name a node that is a replica now (made one behind their back, with
