@@ -177,7 +177,9 @@ SlotMap SlotMap::from_cluster_slots(const ReplyTree& reply, std::string_view ask
     range.first = slot_number(r.elements[0], i);
     range.last = slot_number(r.elements[1], i);
     range.master = node_endpoint(r.elements[2], i, asked_host);
-    for (std::size_t k = 3; k < r.elements.size(); ++k) range.replicas.push_back(node_endpoint(r.elements[k], i, asked_host));
+    for (std::size_t k = 3; k < r.elements.size(); ++k) {
+      range.replicas.push_back(node_endpoint(r.elements[k], i, asked_host));
+    }
     ranges.push_back(std::move(range));
   }
   return SlotMap(std::move(ranges));

@@ -178,7 +178,7 @@ TEST(ClusterSlots, SlotMapSaysWhenSlotsAreNotCovered) {
   EXPECT_FALSE(SlotMap().covers_all());
   EXPECT_EQ(SlotMap().master_of(0), std::nullopt);
   // Out of order ranges are sorted; one master with several ranges is one master.
-  auto split = SlotMap::from_cluster_slots(array({range(8000, 16383, 7001), range(0, 7999, 7002), }));
+  auto split = SlotMap::from_cluster_slots(array({range(8000, 16383, 7001), range(0, 7999, 7002)}));
   EXPECT_TRUE(split.covers_all());
   EXPECT_EQ(split.masters(), (std::vector<RedisEndpoint>{at(7002), at(7001)}));
   auto same = SlotMap::from_cluster_slots(array({range(0, 10, 7001), range(11, 16383, 7001)}));
@@ -243,7 +243,8 @@ TEST(ClusterSlots, RedirectionsParse) {
 
 TEST(ClusterSlots, OtherErrorsAreNotRedirections) {
   for (std::string text : {"", "ERR unknown command", "CROSSSLOT Keys in request don't hash to the same slot",
-                           "TRYAGAIN Multiple keys request during rehashing of slot", "CLUSTERDOWN Hash slot not served",
+                           "TRYAGAIN Multiple keys request during rehashing of slot",
+                           "CLUSTERDOWN Hash slot not served",
                            "MOVED", "MOVED ", "MOVED 3999", "MOVED 3999 127.0.0.1", "MOVED 3999 127.0.0.1:",
                            "MOVED 16384 127.0.0.1:6381", "MOVED -1 127.0.0.1:6381", "MOVED x 127.0.0.1:6381",
                            "MOVED 3999 127.0.0.1:0", "MOVED 3999 127.0.0.1:65536", "MOVED 3999 127.0.0.1:63a",
