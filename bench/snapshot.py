@@ -18,7 +18,10 @@ bench_wide (bench/run.py's 22-column table and generator). Per table and rep, th
                MULTI/EXEC chunks the way walstream closes them (4096 entries or 1 MiB of XADDs), and a
                second file without MULTI/EXEC; `redis-cli --pipe < file` loads each into an empty
                Redis: wall time and Redis CPU per entry.
-Ratios: snapshot / write limit, snapshot / read limit. The PostgreSQL backend serving the COPY is
+  backfill     `walstream backfill <table>` into a walstream streaming a fresh slot made without a
+               snapshot: wall time from the request to `backfill …: done`, CPU, RSS, Redis CPU per entry
+               (skip with --no-backfill).
+Ratios: snapshot / write limit, snapshot / read limit, backfill / write limit. The PostgreSQL backend serving the COPY is
 sampled from /proc (read limit and snapshot), and Redis's CPU is split into user and sys (sys is mostly
 page faults: after FLUSHALL Redis returns its memory, so every run grows it again, as a first snapshot
 into an empty Redis does). The machine is shared: each measurement waits until no build or test process
@@ -363,6 +366,51 @@ def snapshot_run(binary, srv, r, t, tag, logdir, live):
             "entries": stored, "key": key, "slot": slot, "last_id": r.xinfo_stream(key)["last-generated-id"].decode()}
 
 
+def backfill_run(binary, srv, r, t, tag, logdir, live):
+    """`walstream backfill <table>` into a walstream that streams a fresh slot created without a
+    snapshot: wall time from the request to the log line `backfill …: done` (both timestamps from the
+    logs' clocks: the request's is taken just before `walstream backfill` runs), walstream CPU and peak
+    RSS, Redis CPU per entry. XLEN must equal the table's rows."""
+    r.flushall()
+    slot, prefix = f"snap_{tag}", f"{tag}:"
+    ws = bench.Walstream(binary, srv, t["database"], slot, prefix, str(logdir / f"{tag}.log"))
+    ws.cmd = [binary, "run", "--pg", srv.url(t["database"]), "--redis", srv.redis_url(), "--slot", slot,
+              "--publication", PUBLICATION, "--prefix", prefix, "--snapshot", "never"]
+    live.append(ws)
+    ws.start()
+    try:
+        wait_log(ws, "streaming from slot", 120)
+        waited, before = wait_quiet("backfill")
+        watch = Watch()
+        cpu_before = ws.sample()["cpu_s"]
+        cpu0 = redis_cpu(r)
+        t0 = time.perf_counter()
+        requested = datetime.datetime.now(datetime.timezone.utc).timestamp()
+        bench.run([binary, "backfill", t["table"], "--pg", srv.url(t["database"]), "--slot", slot,
+                   "--publication", PUBLICATION], timeout=120)
+        backend = BackendCpu(srv, t["database"])
+        try:
+            line, seen = wait_log(ws, ": done", max(900, t["rows"] / 2000))
+            sample = ws.sample()
+            rcpu = redis_cpu_since(r, cpu0)
+        finally:
+            backend_cpu = backend.stop()
+    finally:
+        rc = ws.stop(120)
+        live.remove(ws)
+    cpu = sample["cpu_s"] - cpu_before
+    machine = watch.done(cpu + rcpu["redis_cpu_s"] + (backend_cpu or 0))
+    if rc != 0:
+        raise BenchError(f"walstream exit {rc} after SIGTERM; log {ws.logfile}")
+    key = prefix + t["table"]
+    stored = r.xlen(key)
+    if stored != t["rows"]:
+        raise BenchError(f"{key} holds {stored} entries after the backfill, expected {t['rows']}")
+    return {"wall_s": log_ts(line) - requested, "wall_seen_s": seen - t0, "cpu_s": cpu,
+            "peak_rss_mb": sample["peak_rss_mb"], **rcpu, "backend_cpu_s": backend_cpu, "waited_quiet_s": waited,
+            "foreign_before": before, **machine, "entries": stored, "key": key, "slot": slot}
+
+
 def loader_run(srv, r, path, key, rows):
     """`redis-cli --pipe < path` into an empty Redis."""
     r.flushall()
@@ -559,7 +607,20 @@ def summarize(t, runs, loads):
                    "redis_cpu_sys_us_per_entry": us(lr, "redis_cpu_sys_s", rows),
                    "redis_cpu_us_per_entry_all": [round(x["redis_cpu_s"] / rows * 1e6, 3) for x in lr],
                    "foreign_cpu_s_all": [x.get("foreign_cpu_s") for x in lr]}
+    bf = runs.get("backfill") or []
+    if bf:
+        s["backfill"] = {"wall_s": round(med(bf, "wall_s"), 3), "rows_per_s": round(rows / med(bf, "wall_s")),
+                         "wall_s_all": [round(x["wall_s"], 3) for x in bf],
+                         "walstream_cpu_us_per_row": round(med(bf, "cpu_s") / rows * 1e6, 3),
+                         "peak_rss_mb": round(med(bf, "peak_rss_mb"), 1),
+                         "peak_rss_mb_max": round(max(x["peak_rss_mb"] for x in bf), 1),
+                         "redis_cpu_us_per_entry": round(med(bf, "redis_cpu_s") / rows * 1e6, 3),
+                         "backend_cpu_us_per_row": us(bf, "backend_cpu_s", rows),
+                         "foreign_cpu_s_all": [x.get("foreign_cpu_s") for x in bf]}
     w = s["snapshot"]["wall_s"]
+    if bf:
+        s["ratio_backfill_over_write_limit"] = round(s["backfill"]["wall_s"] / s["write_limit"]["wall_s"], 2)
+        s["ratio_backfill_over_snapshot"] = round(s["backfill"]["wall_s"] / w, 2)
     s["ratio_snapshot_over_write_limit"] = round(w / s["write_limit"]["wall_s"], 2)
     s["ratio_snapshot_over_write_limit_no_multi"] = round(w / s["write_limit_no_multi"]["wall_s"], 2)
     s["ratio_snapshot_over_read_limit"] = round(w / s["read_limit"]["wall_s"], 2)
@@ -573,17 +634,20 @@ def table(results):
     lines = [hdr]
     for t in results["tables"]:
         s = t["summary"]
-        for i, name in enumerate(("read_limit", "snapshot", "write_limit", "write_limit_no_multi")):
+        names = ("read_limit", "snapshot") + (("backfill",) if "backfill" in s else ()) + \
+            ("write_limit", "write_limit_no_multi")
+        for i, name in enumerate(names):
             x = s[name]
             ratio = {"snapshot": "", "read_limit": f"snap/read {s['ratio_snapshot_over_read_limit']:.2f}",
+                     "backfill": f"backfill/write {s.get('ratio_backfill_over_write_limit', 0):.2f}",
                      "write_limit": f"snap/write {s['ratio_snapshot_over_write_limit']:.2f}",
                      "write_limit_no_multi": f"snap/write {s['ratio_snapshot_over_write_limit_no_multi']:.2f}"}[name]
             lines.append((t["name"] if i == 0 else "", f"{s['rows']:,}" if i == 0 else "", name,
                           f"{x['wall_s']:.2f}", f"{x['rows_per_s']:,}",
                           f"{x['redis_cpu_us_per_entry']:.2f}" if "redis_cpu_us_per_entry" in x else "",
-                          f"{x['walstream_cpu_us_per_row']:.2f}" if name == "snapshot" else "",
+                          f"{x['walstream_cpu_us_per_row']:.2f}" if name in ("snapshot", "backfill") else "",
                           f"{x['backend_cpu_us_per_row']:.2f}" if x.get("backend_cpu_us_per_row") is not None else "",
-                          f"{x['peak_rss_mb']:.1f}" if name == "snapshot" else "", ratio))
+                          f"{x['peak_rss_mb']:.1f}" if name in ("snapshot", "backfill") else "", ratio))
     widths = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
     for j, l in enumerate(lines):
         out.append("  ".join(c.ljust(widths[i]) if i in (0, 2, 9) else c.rjust(widths[i])
@@ -621,6 +685,7 @@ def main():
     ap.add_argument("--experiments", action="store_true",
                     help="also load the entries with other chunk sizes, without MULTI/EXEC and with fewer arguments")
     ap.add_argument("--tables", default="pgbench_accounts,bench_wide", help="which tables (default both)")
+    ap.add_argument("--no-backfill", action="store_true", help="skip the backfill runs")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (servers, logs, loader files)")
     args = ap.parse_args()
     if args.rows < 1000 or args.reps < 1:
@@ -718,7 +783,7 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
     if "pgbench_scale" in t:
         res["pgbench_scale"] = t["pgbench_scale"]
     read_limit(srv, t)  # warm-up: the table in the page cache for every contender
-    runs = {"read_limit": [], "snapshot": []}
+    runs = {"read_limit": [], "snapshot": [], "backfill": []}
     loads = {"write_limit": [], "write_limit_no_multi": []}
     files = {}
     variants = {}
@@ -759,6 +824,15 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
                 f"({offsets[-1] / 2**20:,.0f} MB of XADDs, {res['write_limit_chunks']} walstream-sized chunks)")
         bench.drop_slot(t["conn"], x["slot"])
         r.flushall()
+        if not args.no_backfill:
+            x = undisturbed(f"{name} backfill",
+                            lambda a: backfill_run(binary, srv, r, t, f"bf{name[:6]}{rep}{'abc'[a - 1]}", logdir, live),
+                            lambda x: (bench.drop_slot(t["conn"], x["slot"]), r.flushall()))
+            runs["backfill"].append(x)
+            log(f"{name} rep {rep} backfill     {x['wall_s']:7.2f} s  cpu {x['cpu_s']:6.2f} s  "
+                f"rss {x['peak_rss_mb']:6.1f} MB  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
+            bench.drop_slot(t["conn"], x["slot"])
+            r.flushall()
         for kind in loads:
             y = undisturbed(f"{name} {kind}", lambda _: loader_run(srv, r, files[kind], key, rows))
             loads[kind].append(y)
