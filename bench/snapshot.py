@@ -209,6 +209,37 @@ class BackendCpu:
         return self.cpu_s
 
 
+class DbBackendsCpu:
+    """CPU of every PostgreSQL backend of database db (walstream's walsender decoding the WAL and its
+    backfill connection reading the chunks) between start and stop(): their pids are listed at both
+    ends from pg_stat_activity and read from /proc (a backend that began meanwhile counts from 0)."""
+
+    def __init__(self, srv, db):
+        self.srv, self.db = srv, db
+        self.before = self._sample()
+
+    def _sample(self):
+        conn = self.srv.connect(self.db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (self.db,))
+                pids = [r[0] for r in cur.fetchall()]
+        finally:
+            conn.close()
+        out = {}
+        for pid in pids:
+            try:
+                out[pid] = bench.proc_cpu_s(pid)
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    def stop(self):
+        after = self._sample()
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 # ----------------------------------------------------------------------------------------------
 # tables
 
@@ -370,7 +401,8 @@ def backfill_run(binary, srv, r, t, tag, logdir, live):
     """`walstream backfill <table>` into a walstream that streams a fresh slot created without a
     snapshot: wall time from the request to the log line `backfill …: done` (both timestamps from the
     logs' clocks: the request's is taken just before `walstream backfill` runs), walstream CPU and peak
-    RSS, Redis CPU per entry. XLEN must equal the table's rows."""
+    RSS, Redis CPU per entry, and the CPU of every PostgreSQL backend of the database (the walsender
+    and the backfill's reads: backend_cpu_s). XLEN must equal the table's rows."""
     r.flushall()
     slot, prefix = f"snap_{tag}", f"{tag}:"
     ws = bench.Walstream(binary, srv, t["database"], slot, prefix, str(logdir / f"{tag}.log"))
@@ -386,9 +418,9 @@ def backfill_run(binary, srv, r, t, tag, logdir, live):
         cpu0 = redis_cpu(r)
         t0 = time.perf_counter()
         requested = datetime.datetime.now(datetime.timezone.utc).timestamp()
+        backend = DbBackendsCpu(srv, t["database"])
         bench.run([binary, "backfill", t["table"], "--pg", srv.url(t["database"]), "--slot", slot,
                    "--publication", PUBLICATION], timeout=120)
-        backend = BackendCpu(srv, t["database"])
         try:
             line, seen = wait_log(ws, ": done", max(900, t["rows"] / 2000))
             sample = ws.sample()

@@ -121,7 +121,9 @@ Backfill::Backfill(const Config& config, Catalog& catalog, StreamWriter& writer,
       keys_{config.prefix, config.slot} {}
 
 PgConnection& Backfill::sql() {
-  if (!sql_) sql_.emplace(PgConnection::open(config_.pg, false));
+  if (!sql_) {
+    sql_.emplace(PgConnection::open(config_.pg, false));
+  }
   return *sql_;
 }
 
@@ -224,14 +226,25 @@ std::string Backfill::watermark(const Chunk& c, const char* which) const {
 }
 
 void Backfill::step() {
-  if (chunk_ || !active_) return;
+  if (chunk_) {
+    if (chunk_->reading) finish_read();
+    return;
+  }
+  if (!active_) return;
   auto& a = *active_;
   if (a.table >= a.request.tables.size()) return;
+  start_read(a.chunks + 1, a.after);
+}
+
+int Backfill::read_fd() const { return chunk_ && chunk_->reading && sql_ ? sql_->socket() : -1; }
+
+void Backfill::start_read(long long number, const std::string& after_json) {
+  auto& a = *active_;
   const auto& name = a.request.tables[a.table];
   auto parsed = parse_qualified_table_name(name);
   Chunk c;
   c.request_id = a.request.id;
-  c.number = a.chunks + 1;
+  c.number = number;
   auto& pg = sql();
   std::optional<std::string> refused;
   std::string select, rowfilter;
@@ -261,85 +274,109 @@ void Backfill::step() {
       }
     }
   }
+  // Low watermark, the read, high watermark: every change committed between the two marks is in the
+  // stream between them, and the read saw the table at some point in between. A refused table gets
+  // both marks too (with no rows between), so that its chunk ends like any other.
+  pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2)", {std::string(kWatermarkPrefix), watermark(c, "low")},
+                 PGRES_TUPLES_OK);
   if (refused) {
     log::error("backfill {}: {} skipped: {}", a.request.id, name, *refused);
     c.last = true;
-    c.after = a.after;
-  } else {
-    std::vector<std::string> key_cols;
-    std::vector<std::size_t> key_at;
-    for (std::size_t i = 0; i < c.table.columns.size(); ++i) {
-      if (c.table.columns[i].key) {
-        key_cols.push_back(quote_ident(c.table.columns[i].name));
-        key_at.push_back(i);
-      }
-    }
-    auto after = parse_strings(a.after);
-    std::vector<std::string> where, params = after;
-    if (!after.empty()) {
-      std::string lhs, rhs;
-      for (std::size_t i = 0; i < key_cols.size(); ++i) {
-        lhs += (i ? ", " : "") + key_cols[i];
-        rhs += fmt::format("{}${}", i ? ", " : "", i + 1);
-      }
-      where.push_back(fmt::format("ROW({}) > ROW({})", lhs, rhs));
-    }
-    if (!rowfilter.empty()) where.push_back(rowfilter);
-    if (!a.request.where.empty()) where.push_back(fmt::format("({})", a.request.where));
-    std::string query = fmt::format("SELECT {}, (extract(epoch FROM now()) * 1000000)::bigint FROM {}.{}{}{} ORDER BY {} LIMIT {}", select,
-                                    quote_ident(c.table.schema), quote_ident(c.table.name),
-                                    where.empty() ? "" : " WHERE ", fmt::format("{}", fmt::join(where, " AND ")),
-                                    fmt::join(key_cols, ", "), a.request.chunk_rows);
-    // Low watermark, the read, high watermark: every change committed between the two marks is in the
-    // stream between them, and the read saw the table at some point in between.
-    pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2)",
-                   {std::string(kWatermarkPrefix), watermark(c, "low")}, PGRES_TUPLES_OK);
-    pg.exec("BEGIN READ ONLY", PGRES_COMMAND_OK);
-    try {
-      auto rows = pg.exec_params(query, params, PGRES_TUPLES_OK);
-      pg.exec("COMMIT", PGRES_COMMAND_OK);
-      const int n = PQntuples(rows.get());
-      const int ncols = static_cast<int>(c.table.columns.size());
-      c.rows.reserve(static_cast<std::size_t>(n));
-      for (int r = 0; r < n; ++r) {
-        std::vector<std::optional<std::string>> row;
-        row.reserve(static_cast<std::size_t>(ncols));
-        for (int col = 0; col < ncols; ++col) {
-          if (PQgetisnull(rows.get(), r, col)) {
-            row.emplace_back(std::nullopt);
-          } else {
-            row.emplace_back(std::string(PQgetvalue(rows.get(), r, col), PQgetlength(rows.get(), r, col)));
-          }
-        }
-        c.rows.push_back(std::move(row));
-      }
-      if (n > 0) {
-        std::vector<std::string> last;
-        for (auto i : key_at) last.push_back(c.rows.back()[i].value_or(""));
-        c.after = json_strings(last);
-        // now() of the read's transaction: when these rows were the table's.
-        c.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(PQgetvalue(rows.get(), 0, ncols))));
-      } else {
-        c.after = a.after;
-      }
-      c.last = n < a.request.chunk_rows;
-    } catch (const PgError& e) {
-      sql_.reset();
-      if (e.transient()) throw;
-      log::error("backfill {}: reading {} failed: {}; skipped", a.request.id, name, e.what());
-      c.rows.clear();
-      c.last = true;
-      c.after = a.after;
+    c.after = after_json;
+    chunk_ = std::move(c);
+    finish_read();
+    return;
+  }
+  std::vector<std::string> key_cols;
+  for (std::size_t i = 0; i < c.table.columns.size(); ++i) {
+    if (c.table.columns[i].key) {
+      key_cols.push_back(quote_ident(c.table.columns[i].name));
+      c.key_at.push_back(i);
     }
   }
-  // sql(), not pg: a failed read dropped that connection.
-  sql().exec_params("SELECT pg_logical_emit_message(false, $1, $2)",
-                    {std::string(kWatermarkPrefix), watermark(c, "high")}, PGRES_TUPLES_OK);
+  auto after = parse_strings(after_json);
+  std::vector<std::string> where, params = after;
+  if (!after.empty()) {
+    std::string lhs, rhs;
+    for (std::size_t i = 0; i < key_cols.size(); ++i) {
+      lhs += (i ? ", " : "") + key_cols[i];
+      rhs += fmt::format("{}${}", i ? ", " : "", i + 1);
+    }
+    where.push_back(fmt::format("ROW({}) > ROW({})", lhs, rhs));
+  }
+  if (!rowfilter.empty()) where.push_back(rowfilter);
+  if (!a.request.where.empty()) where.push_back(fmt::format("({})", a.request.where));
+  // In a read-only transaction (a --where cannot write), whose snapshot the SELECT takes when it
+  // starts: after the low mark was written.
+  std::string query = fmt::format("SELECT {}, (extract(epoch FROM now()) * 1000000)::bigint FROM {}.{}{}{} ORDER BY {} "
+                                  "LIMIT {}",
+                                  select, quote_ident(c.table.schema), quote_ident(c.table.name),
+                                  where.empty() ? "" : " WHERE ", fmt::format("{}", fmt::join(where, " AND ")),
+                                  fmt::join(key_cols, ", "), a.request.chunk_rows);
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p.c_str());
+  pg.exec("BEGIN READ ONLY", PGRES_COMMAND_OK);
+  if (!PQsendQueryParams(pg.get(), query.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                         nullptr, 0)) {
+    auto why = pg.error_message();
+    sql_.reset();
+    throw PgError(true, fmt::format("backfill {}: cannot send the read of {}: {}", a.request.id, name, why));
+  }
+  c.after = after_json;
+  c.reading = true;
+  chunk_ = std::move(c);
+}
+
+// The SELECT's result if PostgreSQL has it all (else later), then the high watermark.
+void Backfill::finish_read() {
+  auto& c = *chunk_;
+  auto& a = *active_;
+  const auto& name = a.request.tables[a.table];
+  if (c.reading) {
+    PGconn* conn = sql_->get();
+    if (!PQconsumeInput(conn)) {
+      auto why = sql_->error_message();
+      sql_.reset();
+      throw PgError(true, fmt::format("backfill {}: reading {}: {}", a.request.id, name, why));
+    }
+    if (PQisBusy(conn)) return;
+    PgResult result(PQgetResult(conn));
+    while (PgResult more{PQgetResult(conn)}) {
+    }
+    c.reading = false;
+    const bool ok = result && PQresultStatus(result.get()) == PGRES_TUPLES_OK;
+    if (PQstatus(conn) == CONNECTION_OK) {
+      // COMMIT after a read, ROLLBACK after a refused one (the transaction is aborted).
+      auto end = PgResult(PQexec(conn, ok ? "COMMIT" : "ROLLBACK"));
+    }
+    if (!ok) {
+      auto why = one_line(result ? PQresultErrorMessage(result.get()) : sql_->error_message());
+      if (PQstatus(conn) != CONNECTION_OK) {
+        sql_.reset();
+        throw PgError(true, fmt::format("backfill {}: reading {}: {}", a.request.id, name, why));
+      }
+      log::error("backfill {}: reading {} failed: {}; skipped", a.request.id, name, why);
+      c.last = true;
+    } else {
+      c.nrows = PQntuples(result.get());
+      const int ncols = static_cast<int>(c.table.columns.size());
+      if (c.nrows > 0) {
+        std::vector<std::string> last;
+        for (auto i : c.key_at) last.push_back(PQgetvalue(result.get(), c.nrows - 1, static_cast<int>(i)));
+        c.after = json_strings(last);
+        // now() of the read's transaction: when these rows were the table's.
+        c.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(PQgetvalue(result.get(), 0, ncols))));
+      }
+      c.last = c.nrows < a.request.chunk_rows;
+      c.result = std::move(result);
+    }
+  }
+  sql().exec_params("SELECT pg_logical_emit_message(false, $1, $2)", {std::string(kWatermarkPrefix), watermark(c, "high")},
+                    PGRES_TUPLES_OK);
   // PostgreSQL 15 does not flush a non-transactional message's WAL, and the walsender sends only
   // flushed WAL: without this the mark waits for the WAL writer (up to wal_writer_delay, 200 ms a
   // chunk). A transaction's commit flushes everything before it.
   sql().exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
-  chunk_ = std::move(c);
 }
 
 void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
@@ -350,14 +387,24 @@ void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
     return;
   }
   if (content != watermark(c, "high")) return;
-  if (!c.low_seen) {
-    chunk_.reset();  // cannot happen (the low mark is written first); read the chunk again
+  if (!c.low_seen || c.reading) {
+    chunk_.reset();  // cannot happen (the low mark is written first, the high one after the read); read again
     return;
   }
+  Chunk done = std::move(c);
+  chunk_.reset();
+  // The next chunk of the same table is read while this one goes to Redis: its low mark is written
+  // now, after this chunk's high mark, and its SELECT runs in PostgreSQL while the rows below are
+  // sent (a table's last chunk is followed by the next table's first only once it is stored).
+  if (!done.last && active_ && active_->table < active_->request.tables.size()) start_read(done.number + 1, done.after);
+  emit(done, lsn);
+}
+
+void Backfill::emit(Chunk& c, std::uint64_t lsn) {
   auto& a = *active_;
   std::uint64_t published = 0;
   writer_.begin_transaction();
-  if (!c.rows.empty() && !c.truncated) {
+  if (c.nrows > 0 && !c.truncated) {
     auto stream = writer_.stream(keys_.stream(c.table.qualified));
     ensure_hwm(writer_, stream, wait_until_);
     writer_.add_hset(keys_.registry(c.table.qualified), c.table.version, c.table.registry_json);
@@ -369,14 +416,21 @@ void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
     std::string key;
     auto& counter = metrics::registry().snapshot_rows.at(c.table.qualified);
     std::uint64_t seq = 0;
-    for (const auto& row : c.rows) {
+    const int ncols = static_cast<int>(c.table.columns.size());
+    PGresult* rows = c.result.get();
+    for (int r = 0; r < c.nrows; ++r) {
       key.clear();
-      for (std::size_t i = 0; i < c.table.columns.size(); ++i) {
-        if (c.table.columns[i].key) append_key_part(key, row[i].value_or(""));
-      }
-      if (c.changed.count(key)) continue;  // changed meanwhile: its change says what it is now
+      for (auto i : c.key_at) append_key_part(key, PQgetvalue(rows, r, static_cast<int>(i)));
+      if (!c.changed.empty() && c.changed.count(key)) continue;  // changed meanwhile: its change says what it is now
       cells.clear();
-      for (const auto& v : row) cells.push_back(v ? Cell{Cell::State::Text, *v} : Cell{Cell::State::Null, {}});
+      for (int col = 0; col < ncols; ++col) {
+        if (PQgetisnull(rows, r, col)) {
+          cells.push_back(Cell{Cell::State::Null, {}});
+        } else {
+          cells.push_back(Cell{Cell::State::Text, std::string_view(PQgetvalue(rows, r, col),
+                                                                   static_cast<std::size_t>(PQgetlength(rows, r, col)))});
+        }
+      }
       send_if_full(writer_, wait_until_);
       // IDs from the high mark's LSN - 1, as a non-transactional message's: no commit has it, so the
       // rows sort after every change committed before the mark and before every one after it.
@@ -398,7 +452,6 @@ void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
   }
   write_state();
   writer_.mark_commit(lsn);
-  chunk_.reset();
 }
 
 void Backfill::finish_table() {

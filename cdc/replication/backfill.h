@@ -60,8 +60,12 @@ class Backfill {
   bool watching(std::uint32_t relid) const { return chunk_ && chunk_->low_seen && chunk_->table.relid == relid; }
   void changed(std::string key) { chunk_->changed.insert(std::move(key)); }
   void truncated() { chunk_->truncated = true; }
-  // Between transactions: reads the next chunk when none is out (emits its watermarks).
+  // Between transactions: starts reading the next chunk when none is out (its low watermark, then the
+  // SELECT, sent without waiting), and takes a read's result once PostgreSQL has it (then the high
+  // watermark). Never blocks on the SELECT: changes and Redis's replies keep flowing meanwhile.
   void step();
+  // The connection a chunk's SELECT is out on (poll it for POLLIN, then step()), or -1.
+  int read_fd() const;
   bool busy() const { return active_.has_value(); }
 
   // The key of a row: its key columns' text values, length-prefixed (unambiguous whatever they hold).
@@ -72,7 +76,10 @@ class Backfill {
     std::string request_id;
     long long number = 0;
     TableInfo table;
-    std::vector<std::vector<std::optional<std::string>>> rows;
+    PgResult result;         // the chunk's rows (text values, read in place)
+    int nrows = 0;
+    std::vector<std::size_t> key_at;  // the key columns' positions
+    bool reading = false;    // the SELECT is out; its result has not come yet
     std::string after;       // state: the key values of the chunk's last row (JSON array), or the previous
     bool last = false;       // fewer rows than asked: the table is done with this chunk
     bool low_seen = false;
@@ -89,6 +96,10 @@ class Backfill {
   };
 
   PgConnection& sql();
+  // Chunk `number` of the active request's current table, after the key values `after`.
+  void start_read(long long number, const std::string& after);
+  void finish_read();
+  void emit(Chunk& c, std::uint64_t lsn);
   void write_state();
   void finish_table();
   std::string watermark(const Chunk& c, const char* which) const;

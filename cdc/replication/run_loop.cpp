@@ -411,13 +411,16 @@ class Session {
       coalesce_pg_wakeups(read_since_poll_ >= kBacklogBytes);
       read_since_poll_ = 0;
     }
-    pollfd fds[3];
+    pollfd fds[4];
     int n = 0;
     fds[n++] = {repl_.socket(),
                 static_cast<short>(streaming_ ? ((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)) : 0), 0};
     fds[n++] = {writer_.fd(),
                 static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
     fds[n++] = {stop_pipe_fd(), POLLIN, 0};
+    // A backfill chunk's SELECT in PostgreSQL: its result is taken between transactions.
+    const int backfill_fd = pipeline_.in_transaction() ? -1 : backfill_.read_fd();
+    if (backfill_fd >= 0) fds[n++] = {backfill_fd, POLLIN, 0};
     // Before streaming there are no status deadlines: wait for Redis (or a signal) alone.
     auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
                            : 1000L;
@@ -436,6 +439,7 @@ class Session {
       service_redis((fds[1].revents & POLLIN) || hup, (fds[1].revents & POLLOUT) || hup);
     }
     if (fds[2].revents & POLLIN) drain_stop_pipe();
+    if (backfill_fd >= 0 && fds[3].revents) backfill_.step();
     maybe_send_status(false);
   }
 
