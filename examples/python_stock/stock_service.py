@@ -19,13 +19,20 @@ A crash between the EXEC and the print can lose a printed line, never a pick.
     stock_service.py [--redis redis://host:port/0] [--stream walstream:events:order]
                      [--group stock-service] [--consumer NAME] [--picks stock:picks]
                      [--max N] [--exit-when-idle]
+                     [--redis-tls-ca FILE] [--redis-tls-cert FILE --redis-tls-key FILE]
+
+Over TLS: a rediss:// URL, with the flags walstream takes. The server's certificate and host name are
+verified, against --redis-tls-ca and the system's CAs (redis-py 4.3 always loads those).
 """
 import argparse
 import json
 import os
+import re
 import signal
 import socket
+import ssl
 import sys
+import urllib.parse
 
 import redis
 
@@ -75,6 +82,62 @@ def handle(r, args, entry_id, fields):
     return True
 
 
+def tls_options(parser, args):
+    """redis-py's keyword arguments for the --redis-tls-* flags (which need a rediss:// URL)."""
+    files = {"--redis-tls-ca": args.redis_tls_ca, "--redis-tls-cert": args.redis_tls_cert,
+             "--redis-tls-key": args.redis_tls_key}
+    given = [flag for flag, path in files.items() if path]
+    if not args.redis.startswith("rediss://"):
+        if given:
+            parser.error(f"{', '.join(given)}: only with a rediss:// URL")
+        return {}
+    if bool(args.redis_tls_cert) != bool(args.redis_tls_key):
+        parser.error("--redis-tls-cert and --redis-tls-key go together")
+    for flag in given:
+        if not os.access(files[flag], os.R_OK):
+            parser.error(f"{flag}: cannot read {files[flag]}")
+    # Verification on: the certificate must chain to the CA, and name the host (redis-py 4.3 checks
+    # no host name unless asked).
+    options = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    # A bound on every read, the handshake's too: a plain port never answers a TLS client's hello.
+    # Longer than the longest XREADGROUP BLOCK.
+    options["socket_timeout"] = args.block_ms / 1000 + 10
+    if args.redis_tls_ca:
+        options["ssl_ca_certs"] = args.redis_tls_ca
+    if args.redis_tls_cert:
+        options["ssl_certfile"], options["ssl_keyfile"] = args.redis_tls_cert, args.redis_tls_key
+    return options
+
+
+TLS_HINTS = {  # OpenSSL's reason -> what to do about it
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": " (a client certificate it trusts: --redis-tls-cert and --redis-tls-key)",
+    "WRONG_VERSION_NUMBER": " (is it a TLS port?)",
+}
+
+
+def describe(error, url):
+    """One line for a Redis error; for a TLS failure what was wrong, not redis-py's wrapping of it."""
+    cause = error
+    for _ in range(10):  # the TLS error redis-py caught, if any, is in the chain of causes
+        if cause is None or isinstance(cause, ssl.SSLError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(error).split())
+    parts = urllib.parse.urlsplit(url)
+    try:
+        where = f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        where = str(parts.hostname)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS: the certificate of Redis at {where} fails verification: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError):
+        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", cause.args[1] if len(cause.args) > 1 else str(cause))
+        return f"TLS: Redis at {where}: {reason}{TLS_HINTS.get(cause.reason, '')}"
+    if parts.scheme == "rediss" and isinstance(error, redis.TimeoutError) and "connecting" in text:
+        return f"TLS: Redis at {where}: no answer to the TLS handshake (is it a TLS port?)"
+    return text
+
+
 def main():
     parser = argparse.ArgumentParser(description="Put each new order from walstream's order events on the pick list.")
     parser.add_argument("--redis", default=os.environ.get("WALSTREAM_REDIS", "redis://127.0.0.1:6379"),
@@ -90,19 +153,26 @@ def main():
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="exit once nothing is pending and a read of new entries comes back empty")
     parser.add_argument("--block-ms", type=int, default=1000, help="longest wait of one read")
+    parser.add_argument("--redis-tls-ca", default=os.environ.get("WALSTREAM_REDIS_TLS_CA"),
+                        help="PEM CA bundle a rediss:// server's certificate may chain to, besides the system's CAs")
+    parser.add_argument("--redis-tls-cert", default=os.environ.get("WALSTREAM_REDIS_TLS_CERT"),
+                        help="client certificate, for a Redis with tls-auth-clients yes")
+    parser.add_argument("--redis-tls-key", default=os.environ.get("WALSTREAM_REDIS_TLS_KEY"),
+                        help="the client certificate's key")
     args = parser.parse_args()
+    tls = tls_options(parser, args)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        r = redis.Redis.from_url(args.redis, decode_responses=True)
+        r = redis.Redis.from_url(args.redis, decode_responses=True, **tls)
         try:
             r.xgroup_create(args.stream, args.group, id=args.start, mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):  # BUSYGROUP: the group exists and keeps its position
                 raise
     except (redis.RedisError, ValueError) as e:
-        print(f"stock_service: {e}", file=sys.stderr)
+        print(f"stock_service: {describe(e, args.redis)}", file=sys.stderr)
         return 1
 
     try:
@@ -124,7 +194,7 @@ def main():
                 if handle(r, args, entry_id, fields):
                     handled += 1
     except redis.RedisError as e:
-        print(f"stock_service: {e}", file=sys.stderr)
+        print(f"stock_service: {describe(e, args.redis)}", file=sys.stderr)
         return 1
     return 0
 

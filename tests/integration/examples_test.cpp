@@ -1,10 +1,12 @@
 // The examples in examples/ consume the record and event contracts with a plain Redis client and no
 // walstream code: a C++ cache of `users` (hiredis + rapidjson), a Python consumer group on `orders`, and
-// a Python stock service reacting to the store's OrderPlaced events (redis-py).
+// a Python stock service reacting to the store's OrderPlaced events (redis-py); the orders consumer over TLS too.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -72,6 +74,31 @@ std::string psql_file(const Scope& s, const std::string& file, const std::vector
                    shell_quote(std::string(EXAMPLES_DIR) + "/../sql/" + file));
   while (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
+}
+
+// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA (as in tls_test.cpp).
+struct Certificates {
+  std::string dir;
+  Certificates() {
+    dir = shell("mktemp -d /tmp/walstream-examples-tls.XXXXXX");
+    while (!dir.empty() && dir.back() == '\n') dir.pop_back();
+    auto in = [&](const std::string& cmd) { shell(fmt::format("cd {} && {} 2>&1", dir, cmd)); };
+    in("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=walstream test CA'");
+    in("openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 2 -subj '/CN=other CA'");
+    in("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1'");
+    in("printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext");
+    in("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 10 -days 2 -extfile server.ext "
+       "-out server.crt");
+  }
+  ~Certificates() { shell("rm -rf " + dir); }
+  Certificates(const Certificates&) = delete;
+  Certificates& operator=(const Certificates&) = delete;
+  std::string path(const std::string& file) const { return dir + "/" + file; }
+};
+
+// A command's stderr lines (stdout dropped) followed by its exit code as the last line.
+std::vector<std::string> stderr_and_code(const std::string& command) {
+  return lines_of(shell("(" + command + ") 2>&1 >/dev/null; echo $?"));
 }
 
 // One store with walstream streaming it, shared by the tests below (in order).
@@ -270,6 +297,80 @@ TEST(Examples, PythonStockServiceHandlesEachOrderPlacedOnce) {
   EXPECT_EQ(pending(), "0");
   EXPECT_EQ(redis_command({"HLEN", picks}).at(0), "3");
   redis_command({"DEL", picks});
+
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
+}
+
+// The orders consumer over TLS: walstream writes to a Redis's TLS port (rediss:// with --redis-tls-ca),
+// the consumer reads the same port with the same flag and prints each new order once. A CA that did not
+// sign the server's certificate, or a host name the certificate is not for, is one line on stderr and a
+// non-zero exit, with nothing done on the server.
+TEST(Examples, PythonConsumerOverTls) {
+  Certificates certs;
+  Redis r;
+  const int tls_port = free_port();
+  r.extra_args = {"--tls-port",         std::to_string(tls_port),    "--tls-cert-file",    certs.path("server.crt"),
+                  "--tls-key-file",     certs.path("server.key"),    "--tls-ca-cert-file", certs.path("ca.crt"),
+                  "--tls-auth-clients", "no"};
+  r.start(false);
+  auto url = [&](const std::string& host) { return "rediss://" + host + ":" + std::to_string(tls_port); };
+
+  Scope s;
+  s.sql(kSchema);
+  auto args = s.args(r);
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--redis") args[i + 1] = url("127.0.0.1");
+  }
+  args.insert(args.end(), {"--redis-tls-ca", certs.path("ca.crt")});
+  Walstream w(args);
+  ASSERT_TRUE(wait_until([&] { return streaming(s); })) << w.log();
+  s.sql("INSERT INTO users (email, name) VALUES ('g@example.com', 'Gus')");
+  const auto gus = s.query_one("SELECT id FROM users");
+  s.sql("INSERT INTO orders (user_id, total) VALUES (" + gus + ", 4.2), (" + gus + ", 10)");
+  s.sql("UPDATE orders SET status = 'paid'");
+  const auto orders = s.stream("public.orders");
+  ASSERT_TRUE(wait_until([&] { return xlen(r, orders) == 4; })) << w.log();  // 2 inserts, 2 updates
+  auto ids = query(s.conninfo, "SELECT id FROM orders ORDER BY id");
+  ASSERT_EQ(ids.size(), 2u);
+
+  const std::string consumer = "timeout 30 /usr/bin/python3 " + std::string(EXAMPLES_DIR) +
+                               "/python_orders/orders_consumer.py --stream " + quoted(orders) + " --consumer t1";
+  const std::string over_tls = consumer + " --redis " + url("127.0.0.1") + " --redis-tls-ca " + certs.path("ca.crt");
+  auto out = shell(over_tls + " --max 2");
+  EXPECT_EQ(lines_of(out), (std::vector<std::string>{
+                               "new order " + *ids[0][0] + " for user " + gus + " total 4.20",
+                               "new order " + *ids[1][0] + " for user " + gus + " total 10.00",
+                           }))
+      << out;
+  EXPECT_EQ(redis_command(r, {"XPENDING", orders, "order-notifier"}).at(0), "0");
+
+  // A restart resumes where the group is: only the order placed since.
+  s.sql("INSERT INTO orders (user_id, total) VALUES (" + gus + ", 1.5)");
+  const auto third = s.query_one("SELECT max(id) FROM orders");
+  out = shell(over_tls + " --max 1");
+  EXPECT_EQ(lines_of(out), std::vector<std::string>{"new order " + third + " for user " + gus + " total 1.50"}) << out;
+  EXPECT_EQ(redis_command(r, {"XPENDING", orders, "order-notifier"}).at(0), "0");
+
+  // Certificates that must not be trusted: one line naming the certificate, a non-zero exit, and no
+  // consumer group created (a consumer that did not verify would create it and wait for orders).
+  struct Case {
+    std::string name, flags;
+  };
+  const std::vector<Case> cases = {
+      {"another CA", "--redis " + url("127.0.0.1") + " --redis-tls-ca " + certs.path("other-ca.crt")},
+      {"another host name", "--redis " + url("localhost") + " --redis-tls-ca " + certs.path("ca.crt")},
+  };
+  for (const auto& c : cases) {
+    auto refused = stderr_and_code(consumer + " --group untrusted --max 1 " + c.flags);
+    ASSERT_EQ(refused.size(), 2u) << c.name << ": not one line on stderr, then the exit code: "
+                                  << ::testing::PrintToString(refused);
+    EXPECT_NE(refused[1], "0") << c.name;
+    EXPECT_NE(refused[0].find("certificate"), std::string::npos) << c.name << ": " << refused[0];
+    EXPECT_NE(refused[0].find("fails verification"), std::string::npos) << c.name << ": " << refused[0];
+    auto groups = redis_command(r, {"XINFO", "GROUPS", orders});
+    EXPECT_EQ(std::find(groups.begin(), groups.end(), "untrusted"), groups.end()) << c.name;
+  }
 
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
