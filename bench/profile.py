@@ -2,7 +2,9 @@
 """Profile walstream on a fixed backlog: the loop used to find and check the speed-ups (issue 3).
 
     bench/profile.py setup [--dir D] [--changes 300000]   servers in D/srv + one backlog (bench/run.py's mix)
-    bench/profile.py drain [--dir D] BIN [WRAPPER...]     drain a copy of the backlog with BIN, under WRAPPER
+    bench/profile.py drain [--dir D] [--tls] BIN [WRAPPER...]
+                                                   drain a copy of the backlog with BIN, under WRAPPER;
+                                                   --tls: into a Redis of its own over rediss://
     bench/profile.py stop  [--dir D]                      stop the servers
 
 `drain` copies the backlog's slot (pg_copy_logical_replication_slot), runs BIN until the copy's
@@ -20,6 +22,7 @@ Not a test; only loopback servers it started itself.
 
 import argparse
 import importlib.util
+import redis
 import json
 import re
 import subprocess
@@ -69,31 +72,91 @@ def setup(args):
     print(f"backlog of {backlog['changes']} changes in {args.dir}: {backlog['changes_per_table']}")
 
 
+class TlsRedis:
+    """--tls: a second redis-server in D/tls with a TLS port (certificates made once with openssl: a CA
+    and a server certificate for 127.0.0.1) and a plain port for the checks; the same settings as
+    scripts/servers.sh's (no persistence). Stopped by stop()."""
+
+    def __init__(self, folder):
+        self.dir = Path(folder) / "tls"
+        self.dir.mkdir(exist_ok=True)
+        if not (self.dir / "server.crt").exists():
+            for cmd in ("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 "
+                        "-subj '/CN=walstream bench CA'",
+                        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1'",
+                        "printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext",
+                        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 1 -days 30 "
+                        "-extfile server.ext -out server.crt"):
+                subprocess.run(cmd, shell=True, cwd=self.dir, check=True, capture_output=True, timeout=60)
+        self.port, self.tls_port = bench.free_port(), bench.free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--tls-port", str(self.tls_port), "--tls-cert-file", str(self.dir / "server.crt"),
+             "--tls-key-file", str(self.dir / "server.key"), "--tls-ca-cert-file", str(self.dir / "ca.crt"),
+             "--tls-auth-clients", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=120)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def url(self):
+        return f"rediss://127.0.0.1:{self.tls_port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def redis_cpu_s(r):
+    info = r.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
 def drain(args):
     srv = servers(args.dir, attach=True)
     backlog = json.loads((Path(args.dir) / "backlog.json").read_text())
-    conn, r = srv.connect(DB), srv.redis()
-    r.flushall()
-    if bench.q1(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)):
-        bench.drop_slot(conn, SLOT)
-    bench.copy_slot(conn, SLOT)
-    ws = bench.Walstream(args.bin, srv, DB, SLOT, PREFIX, str(Path(args.dir) / "walstream.log"))
-    ws.cmd = args.wrapper + ws.cmd
-    t0 = time.perf_counter()
-    ws.start()
+    conn = srv.connect(DB)
+    tls = TlsRedis(args.dir) if args.tls else None
     try:
-        t1 = bench.wait_slot(conn, SLOT, backlog["end_lsn"], ws, 3600)
-        fig = proc_figures(ws.proc.pid)
+        r = tls.client if tls else srv.redis()
+        r.flushall()
+        if bench.q1(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (SLOT,)):
+            bench.drop_slot(conn, SLOT)
+        bench.copy_slot(conn, SLOT)
+        ws = bench.Walstream(args.bin, srv, DB, SLOT, PREFIX, str(Path(args.dir) / "walstream.log"))
+        if tls:
+            at = ws.cmd.index("--redis")
+            ws.cmd[at + 1] = tls.url()
+            ws.cmd[at + 2:at + 2] = ["--redis-tls-ca", str(tls.dir / "ca.crt")]
+        ws.cmd = args.wrapper + ws.cmd
+        rcpu0 = redis_cpu_s(r)
+        t0 = time.perf_counter()
+        ws.start()
+        try:
+            t1 = bench.wait_slot(conn, SLOT, backlog["end_lsn"], ws, 3600)
+            fig = proc_figures(ws.proc.pid)
+            rcpu = redis_cpu_s(r) - rcpu0
+        finally:
+            ws.stop(600)
+        stored = sum(bench.stream_counts(r, PREFIX).values())
+        bench.drop_slot(conn, SLOT)
+        r.flushall()
     finally:
-        ws.stop(600)
-    stored = sum(bench.stream_counts(r, PREFIX).values())
-    bench.drop_slot(conn, SLOT)
-    r.flushall()
+        if tls:
+            tls.stop()
     n = backlog["changes"]
     cpu = fig["user_s"] + fig["sys_s"]
-    print(f"{n} changes, {stored} in Redis; wall {t1 - t0:.2f} s; CPU {cpu:.2f} s = {cpu / n * 1e6:.2f} µs/change "
-          f"(user {fig['user_s']:.2f}, sys {fig['sys_s']:.2f}); {fig['voluntary_switches']} voluntary context "
-          f"switches; peak RSS {fig['peak_rss_mb']:.1f} MB")
+    print(f"{'TLS: ' if tls else ''}{n} changes, {stored} in Redis; wall {t1 - t0:.2f} s; CPU {cpu:.2f} s = "
+          f"{cpu / n * 1e6:.2f} µs/change (user {fig['user_s']:.2f}, sys {fig['sys_s']:.2f}); Redis "
+          f"{rcpu / n * 1e6:.2f} µs/change; {fig['voluntary_switches']} voluntary context switches; peak RSS "
+          f"{fig['peak_rss_mb']:.1f} MB")
     if stored != n:
         sys.exit(f"Redis holds {stored} entries, expected {n}")
 
@@ -129,6 +192,8 @@ def main():
         if name == "setup":
             p.add_argument("--changes", type=int, default=300_000)
         if name == "drain":
+            p.add_argument("--tls", action="store_true",
+                           help="write to a Redis of its own over rediss:// (TlsRedis) instead of the servers' Redis")
             p.add_argument("bin")
             p.add_argument("wrapper", nargs=argparse.REMAINDER)
     p = sub.add_parser("sum")
