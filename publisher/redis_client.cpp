@@ -73,8 +73,8 @@ std::vector<std::pair<std::string, std::vector<StreamEntry>>> RedisReply::stream
   return out;
 }
 
-RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout)
-    : url_(url), timeout_(timeout), reader_(redisReaderCreate(), redisReaderFree) {
+RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout, bool cluster_node)
+    : cluster_node_(cluster_node), url_(url), timeout_(timeout), reader_(redisReaderCreate(), redisReaderFree) {
   if (!reader_) throw std::bad_alloc();
   if (!url.via_sentinel()) {
     open();
@@ -100,6 +100,7 @@ void RedisClient::open() {
   if (url_.db != 0) checked({"SELECT", std::to_string(url_.db)});
   // A cluster node answers the first multi-stream MULTI/EXEC with CROSSSLOT and other shards' keys
   // with MOVED: say what it is before anything is written.
+  if (cluster_node_) return;
   auto info = command({"INFO", "cluster"});
   if (!info.is_error() && info.str().find("cluster_enabled:1") != std::string_view::npos) {
     throw RedisError(RedisError::Kind::Fatal,

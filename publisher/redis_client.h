@@ -59,7 +59,9 @@ class RedisClient {
  public:
   // Connects, AUTHs, SELECTs; throws RedisError. timeout 0 means block forever on reads. With
   // sentinels in the URL, asks them for the master first and checks its ROLE (sentinel.h).
-  explicit RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // A cluster node is refused (Fatal) unless `cluster_node` (ClusterClient's connections).
+  explicit RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                       bool cluster_node = false);
   ~RedisClient();
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
@@ -81,6 +83,7 @@ class RedisClient {
 
  private:
   void open();
+  bool cluster_node_ = false;
   RedisUrl url_;  // the node connected to (resolved when through sentinels)
   std::chrono::milliseconds timeout_;
   std::unique_ptr<RedisSocket> socket_;
