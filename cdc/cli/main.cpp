@@ -621,17 +621,12 @@ int cmd_backfill(int argc, char** argv) {
   // What walstream would refuse, refused here first, in one line.
   for (const auto& name : req.tables) {
     auto parsed = walstream::parse_qualified_table_name(name);
-    auto found = conn.exec_params(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)) "
-        "FROM pg_publication_tables pt JOIN pg_namespace n ON n.nspname = pt.schemaname "
-        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
-        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
-        {publication, parsed->first, parsed->second}, PGRES_TUPLES_OK);
-    if (PQntuples(found.get()) != 1) {
+    auto found = walstream::find_published_table(conn, publication, parsed->first, parsed->second);
+    if (!found) {
       walstream::log::error("backfill: {} is not in publication '{}'", name, publication);
       return 1;
     }
-    if (std::string_view(PQgetvalue(found.get(), 0, 0)) != "t") {
+    if (!found->has_key) {
       walstream::log::error("backfill: {} has no primary key (nor replica identity index) to read it in chunks by; "
                             "add one, or use --resnapshot for a whole new snapshot",
                             name);

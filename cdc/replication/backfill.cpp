@@ -225,6 +225,24 @@ std::string Backfill::watermark(const Chunk& c, const char* which) const {
   return fmt::format("{} {} {}", c.request_id, c.number, which);
 }
 
+std::optional<PublishedTable> find_published_table(PgConnection& conn, const std::string& publication,
+                                                   const std::string& schema, const std::string& table) {
+  auto found = conn.exec_params(
+      "SELECT c.oid, c.relreplident, coalesce(pt.rowfilter, ''), EXISTS (SELECT 1 FROM pg_index i "
+      "WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)) "
+      "FROM pg_publication_tables pt JOIN pg_namespace n ON n.nspname = pt.schemaname "
+      "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
+      "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
+      {publication, schema, table}, PGRES_TUPLES_OK);
+  if (PQntuples(found.get()) != 1) return std::nullopt;
+  PublishedTable t;
+  t.relid = static_cast<std::uint32_t>(std::stoul(PQgetvalue(found.get(), 0, 0)));
+  t.replident = PQgetvalue(found.get(), 0, 1)[0];
+  t.rowfilter = PQgetvalue(found.get(), 0, 2);
+  t.has_key = std::string_view(PQgetvalue(found.get(), 0, 3)) == "t";
+  return t;
+}
+
 void Backfill::step() {
   if (chunk_) {
     if (chunk_->reading) finish_read();
@@ -251,20 +269,16 @@ void Backfill::start_read(long long number, const std::string& after_json) {
   if (!parsed) {
     refused = "not a table name";
   } else {
-    auto found = pg.exec_params(
-        "SELECT c.oid, c.relreplident, coalesce(pt.rowfilter, '') FROM pg_publication_tables pt "
-        "JOIN pg_namespace n ON n.nspname = pt.schemaname "
-        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
-        "WHERE pt.pubname = $1 AND pt.schemaname = $2 AND pt.tablename = $3",
-        {config_.publication, parsed->first.empty() ? "public" : parsed->first, parsed->second}, PGRES_TUPLES_OK);
-    if (PQntuples(found.get()) != 1) {
+    const std::string schema = parsed->first.empty() ? "public" : parsed->first;
+    auto found = find_published_table(pg, config_.publication, schema, parsed->second);
+    if (!found) {
       refused = fmt::format("not in publication '{}'", config_.publication);
     } else {
-      c.table.relid = static_cast<std::uint32_t>(std::stoul(PQgetvalue(found.get(), 0, 0)));
-      c.table.schema = parsed->first.empty() ? "public" : parsed->first;
+      c.table.relid = found->relid;
+      c.table.schema = schema;
       c.table.name = parsed->second;
-      c.table.replident = PQgetvalue(found.get(), 0, 1)[0];
-      rowfilter = PQgetvalue(found.get(), 0, 2);
+      c.table.replident = found->replident;
+      rowfilter = found->rowfilter;
       select = describe_columns(pg, catalog_, config_.publication, c.table);
       if (std::find(config_.outbox_tables.begin(), config_.outbox_tables.end(), c.table.qualified) !=
           config_.outbox_tables.end()) {

@@ -25,6 +25,17 @@
 
 namespace walstream {
 
+// A table as a publication has it: what a backfill needs to know before reading it (also what
+// `walstream backfill` checks before sending a request). nullopt: not in the publication.
+struct PublishedTable {
+  std::uint32_t relid = 0;
+  char replident = 'd';
+  std::string rowfilter;  // '' when none
+  bool has_key = false;   // a primary key or replica identity index to read it in chunks by
+};
+std::optional<PublishedTable> find_published_table(PgConnection& conn, const std::string& publication,
+                                                   const std::string& schema, const std::string& table);
+
 class Backfill {
  public:
   static constexpr std::string_view kRequestPrefix = "walstream.backfill";
