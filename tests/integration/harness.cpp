@@ -353,6 +353,7 @@ void Sentinel::start(const Redis& master, const std::string& name, int count, in
   if (!nodes_.empty()) throw std::runtime_error("Sentinel::start: already started");
   name_ = name;
   if (quorum <= 0) quorum = count / 2 + 1;
+  quorum_ = quorum;
   for (int i = 0; i < count; ++i) {
     Node& node = nodes_.emplace_back();
     node.dir = make_temp_dir("sentinel");
@@ -430,6 +431,12 @@ void Sentinel::stop(std::size_t i) {
   kill(node.pid, SIGTERM);
   waitpid(node.pid, nullptr, 0);
   node.pid = -1;
+}
+
+void Sentinel::restart(std::size_t i, const Redis& master) {
+  auto& node = nodes_.at(i);
+  if (node.pid > 0) throw std::runtime_error("Sentinel::restart: still running");
+  launch(node, master.port(), quorum_);
 }
 
 void Sentinel::stop() {

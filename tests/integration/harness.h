@@ -107,6 +107,8 @@ class Sentinel {
   void start(const Redis& master, const std::string& name, int count = 3, int quorum = 0);
   void stop();  // every sentinel (SIGTERM); the folders stay until destruction
   void stop(std::size_t i);
+  // Starts sentinel i again on its port, monitoring `master` (after stop(i)).
+  void restart(std::size_t i, const Redis& master);
   std::size_t size() const { return nodes_.size(); }
   int port(std::size_t i) const { return nodes_.at(i).port; }
   // redis-sentinel://127.0.0.1:<p1>,127.0.0.1:<p2>,…#<name> (`name` need not be the monitored one).
@@ -135,6 +137,7 @@ class Sentinel {
   };
   void launch(Node& node, int master_port, int quorum);
   std::vector<Node> nodes_;
+  int quorum_ = 1;
   std::string name_;
 };
 

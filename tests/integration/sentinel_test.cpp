@@ -548,3 +548,41 @@ TEST(Sentinel, TailAndStatusTakeTheUrl) {
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
 }
+
+// Behind Sentinel a position is confirmed only once the sentinels vouch for the master
+// (run_loop.cpp, sentinel_vouched). With every sentinel down, walstream keeps writing to the master
+// it has, says once in a while that it confirms nothing, and confirms nothing; once a sentinel is
+// back the slot catches up, with every row once.
+TEST(Sentinel, SentinelsDownHoldConfirmationsNotWrites) {
+  Redis master;
+  master.start();
+  Sentinel sentinels;
+  sentinels.start(master, kName, 1);
+  Scope s;
+  s.sql("CREATE TABLE t (id int PRIMARY KEY)");
+  const auto key = s.stream("public.t");
+  Walstream w(run_args(s, sentinels.url(kName)));
+  ASSERT_TRUE(streams(s, w));
+  s.sql("INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(wait_until([&] { return xlen(master, key) == 1 && s.caught_up(); }, 15s)) << w.log();
+
+  sentinels.stop();
+  std::string last;
+  for (int i = 2; i <= 11; ++i) last = commit_and_position(s.conninfo, fmt::format("INSERT INTO t VALUES ({})", i));
+  ASSERT_TRUE(wait_until([&] { return xlen(master, key) == 11; }, 15s)) << w.log();
+  ASSERT_TRUE(wait_until([&] {
+    return !lines_with(w.log(), "WARN", "not confirming new positions to PostgreSQL until a sentinel answers").empty();
+  }, 15s)) << w.log();
+  // Two status intervals later, still nothing past row 1 confirmed.
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_TRUE(confirmed_below(s, last)) << w.log();
+
+  sentinels.restart(0, master);
+  ASSERT_TRUE(wait_until([&] { return s.caught_up(); }, 20s)) << w.log();
+  const auto entries = xrange(master, key);
+  ASSERT_EQ(entries.size(), 11u);
+  for (int i = 0; i < 11; ++i) EXPECT_EQ(entries[i].fields.at("after"), fmt::format(R"({{"id":{}}})", i + 1));
+  EXPECT_TRUE(lines_with(w.log(), "ERROR", "").empty()) << w.log();
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
+}
