@@ -213,8 +213,14 @@ void RedisSocket::handshake(const RedisUrl& url, std::chrono::milliseconds timeo
 }
 
 [[noreturn]] void RedisSocket::lost(const char* doing, const std::string& why) {
+  // TLS 1.3 ends the handshake before the server has checked the client's certificate: a server that
+  // requires one sends its alert and resets the connection, and a write that comes first sees only the
+  // reset. Lost before any reply: say what that usually means.
+  const char* hint = ssl_ && !answered_ ? " (right after the TLS handshake, before any reply: does the server require "
+                                          "a client certificate? --redis-tls-cert and --redis-tls-key)"
+                                        : "";
   throw RedisError(RedisError::Kind::Transient,
-                   fmt::format("lost the Redis connection to {} while {}: {}", display_, doing, why));
+                   fmt::format("lost the Redis connection to {} while {}: {}{}", display_, doing, why, hint));
 }
 
 [[noreturn]] void RedisSocket::tls_failed(const char* doing, int ssl_error) {
@@ -277,7 +283,10 @@ std::size_t RedisSocket::recv_some(char* buf, std::size_t cap) {
   ERR_clear_error();
   errno = 0;
   int n = SSL_read(ssl_, buf, static_cast<int>(std::min<std::size_t>(cap, 1 << 30)));
-  if (n > 0) return static_cast<std::size_t>(n);
+  if (n > 0) {
+    answered_ = true;
+    return static_cast<std::size_t>(n);
+  }
   int err = SSL_get_error(ssl_, n);
   if (err == SSL_ERROR_WANT_READ) return 0;
   if (err == SSL_ERROR_WANT_WRITE) {

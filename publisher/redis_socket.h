@@ -59,6 +59,7 @@ class RedisSocket {
   int fd_ = -1;
   ssl_st* ssl_ = nullptr;  // owned; null without TLS
   std::string display_;
+  bool answered_ = false;  // TLS: a reply was read (the server accepted this client)
   bool read_wants_write_ = false;
   bool write_wants_read_ = false;
 };

@@ -76,26 +76,6 @@ std::string psql_file(const Scope& s, const std::string& file, const std::vector
   return out;
 }
 
-// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA (as in tls_test.cpp).
-struct Certificates {
-  std::string dir;
-  Certificates() {
-    dir = shell("mktemp -d /tmp/walstream-examples-tls.XXXXXX");
-    while (!dir.empty() && dir.back() == '\n') dir.pop_back();
-    auto in = [&](const std::string& cmd) { shell(fmt::format("cd {} && {} 2>&1", dir, cmd)); };
-    in("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=walstream test CA'");
-    in("openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 2 -subj '/CN=other CA'");
-    in("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1'");
-    in("printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext");
-    in("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 10 -days 2 -extfile server.ext "
-       "-out server.crt");
-  }
-  ~Certificates() { shell("rm -rf " + dir); }
-  Certificates(const Certificates&) = delete;
-  Certificates& operator=(const Certificates&) = delete;
-  std::string path(const std::string& file) const { return dir + "/" + file; }
-};
-
 // A command's stderr lines (stdout dropped) followed by its exit code as the last line.
 std::vector<std::string> stderr_and_code(const std::string& command) {
   return lines_of(shell("(" + command + ") 2>&1 >/dev/null; echo $?"));
@@ -307,12 +287,10 @@ TEST(Examples, PythonStockServiceHandlesEachOrderPlacedOnce) {
 // sign the server's certificate, or a host name the certificate is not for, is one line on stderr and a
 // non-zero exit, with nothing done on the server.
 TEST(Examples, PythonConsumerOverTls) {
-  Certificates certs;
+  TestCertificates certs;
   Redis r;
   const int tls_port = free_port();
-  r.extra_args = {"--tls-port",         std::to_string(tls_port),    "--tls-cert-file",    certs.path("server.crt"),
-                  "--tls-key-file",     certs.path("server.key"),    "--tls-ca-cert-file", certs.path("ca.crt"),
-                  "--tls-auth-clients", "no"};
+  r.extra_args = certs.redis_args(tls_port);
   r.start(false);
   auto url = [&](const std::string& host) { return "rediss://" + host + ":" + std::to_string(tls_port); };
 

@@ -349,6 +349,37 @@ std::string field_of(const std::vector<std::string>& flat, const std::string& ke
 
 }  // namespace
 
+TestCertificates::TestCertificates() {
+  dir_ = make_temp_dir("tls");
+  auto in = [&](const std::string& cmd) { shell(fmt::format("cd {} && {} 2>&1", dir_, cmd)); };
+  in("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=walstream test CA'");
+  in("openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 2 -subj '/CN=other CA'");
+  auto issue = [&](const std::string& name, const std::string& cn, const std::string& san, int days, int serial) {
+    in(fmt::format("openssl req -newkey rsa:2048 -nodes -keyout {0}.key -out {0}.csr -subj '/CN={1}'", name, cn));
+    in(fmt::format("printf 'subjectAltName={}\\n' > {}.ext", san, name));
+    in(fmt::format("openssl x509 -req -in {0}.csr -CA ca.crt -CAkey ca.key -set_serial {1} -days {2} "
+                   "-extfile {0}.ext -out {0}.crt",
+                   name, serial, days));
+  };
+  issue("server", "127.0.0.1", "IP:127.0.0.1", 2, 10);
+  issue("expired", "127.0.0.1", "IP:127.0.0.1", -1, 11);  // notAfter is yesterday
+  issue("elsewhere", "redis.example.com", "DNS:redis.example.com", 2, 12);
+  issue("client", "walstream", "DNS:walstream", 2, 13);
+}
+
+TestCertificates::~TestCertificates() {
+  try {
+    if (dir_.rfind("/tmp/walstream-", 0) == 0) shell("rm -rf " + dir_);
+  } catch (...) {
+  }
+}
+
+std::vector<std::string> TestCertificates::redis_args(int tls_port, const std::string& cert, bool client_certs) const {
+  return {"--tls-port",     std::to_string(tls_port), "--tls-cert-file",    path(cert + ".crt"),
+          "--tls-key-file", path(cert + ".key"),       "--tls-ca-cert-file", path("ca.crt"),
+          "--tls-auth-clients", client_certs ? "yes" : "no"};
+}
+
 void Sentinel::start(const Redis& master, const std::string& name, int count, int quorum) {
   if (!nodes_.empty()) throw std::runtime_error("Sentinel::start: already started");
   name_ = name;
@@ -374,6 +405,8 @@ void Sentinel::start(const Redis& master, const std::string& name, int count, in
 // Writes the config (Sentinel needs a file it can rewrite) and starts redis-sentinel on it; returns
 // once it answers as our own child.
 void Sentinel::launch(Node& node, int master_port, int quorum) {
+  if (monitor_port != 0) master_port = monitor_port;
+  const std::size_t index = static_cast<std::size_t>(&node - nodes_.data());
   const std::string conf = node.dir + "/sentinel.conf";
   const std::string log_path = node.dir + "/sentinel.log";
   {
@@ -384,6 +417,9 @@ void Sentinel::launch(Node& node, int master_port, int quorum) {
         "sentinel down-after-milliseconds {2} 1000\n"
         "sentinel failover-timeout {2} 5000\n",
         node.port, node.dir, name_, master_port, quorum);
+    if (extra_config) {
+      for (const auto& line : extra_config(index)) out << line << '\n';
+    }
     if (!out) throw std::runtime_error("cannot write " + conf);
   }
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

@@ -94,6 +94,24 @@ class Redis {
 // Redis Sentinel: `count` redis-sentinel processes (Debian's redis-sentinel), each on a free loopback
 // port with its own folder and config file (which Sentinel rewrites), monitoring one master of the
 // harness under a name. Stopped and removed when destroyed.
+// Certificates for TLS tests, made with the openssl command in a temporary folder (removed at the
+// end): a CA ("ca"), a server certificate for IP 127.0.0.1 signed by it ("server"), an expired one
+// ("expired"), one for another host ("elsewhere", DNS redis.example.com), a client certificate
+// ("client") and an unrelated CA ("other-ca"). path("server.crt"), path("server.key"), …
+class TestCertificates {
+ public:
+  TestCertificates();
+  ~TestCertificates();
+  TestCertificates(const TestCertificates&) = delete;
+  TestCertificates& operator=(const TestCertificates&) = delete;
+  std::string path(const std::string& file) const { return dir_ + "/" + file; }
+  // redis-server arguments serving `cert` ("server", "expired", …) on tls_port, plain port kept.
+  std::vector<std::string> redis_args(int tls_port, const std::string& cert = "server", bool client_certs = false) const;
+
+ private:
+  std::string dir_;
+};
+
 class Sentinel {
  public:
   Sentinel() = default;
@@ -138,6 +156,11 @@ class Sentinel {
   void launch(Node& node, int master_port, int quorum);
   std::vector<Node> nodes_;
   int quorum_ = 1;
+ public:
+  // Set before start(): lines appended to each sentinel's config (i: the sentinel), e.g. its TLS
+  // port and certificates; the port to monitor when not the master's own port() (its TLS port).
+  std::function<std::vector<std::string>(std::size_t i)> extra_config;
+  int monitor_port = 0;
   std::string name_;
 };
 

@@ -17,34 +17,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A CA, a server certificate for 127.0.0.1 signed by it, an expired one, one for another host, a
-// client certificate signed by it, and an unrelated CA.
-struct Certificates {
-  std::string dir;
-  Certificates() {
-    dir = shell("mktemp -d /tmp/walstream-tls.XXXXXX");
-    while (!dir.empty() && dir.back() == '\n') dir.pop_back();
-    auto in = [&](const std::string& cmd) { shell(fmt::format("cd {} && {} 2>&1", dir, cmd)); };
-    in("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=walstream test CA'");
-    in("openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 2 -subj '/CN=other CA'");
-    auto issue = [&](const std::string& name, const std::string& cn, const std::string& san, int days, int serial) {
-      in(fmt::format("openssl req -newkey rsa:2048 -nodes -keyout {0}.key -out {0}.csr -subj '/CN={1}'", name, cn));
-      in(fmt::format("printf 'subjectAltName={}\\n' > {}.ext", san, name));
-      in(fmt::format("openssl x509 -req -in {0}.csr -CA ca.crt -CAkey ca.key -set_serial {1} -days {2} "
-                     "-extfile {0}.ext -out {0}.crt",
-                     name, serial, days));
-    };
-    issue("server", "127.0.0.1", "IP:127.0.0.1", 2, 10);
-    issue("expired", "127.0.0.1", "IP:127.0.0.1", -1, 11);  // notAfter is yesterday
-    issue("elsewhere", "redis.example.com", "DNS:redis.example.com", 2, 12);
-    issue("client", "walstream", "DNS:walstream", 2, 13);
-  }
-  ~Certificates() { shell("rm -rf " + dir); }
-  std::string path(const std::string& file) const { return dir + "/" + file; }
-};
-
-const Certificates& certs() {
-  static Certificates c;
+const TestCertificates& certs() {
+  static TestCertificates c;
   return c;
 }
 
@@ -54,11 +28,7 @@ struct TlsRedis {
   int tls_port = 0;
   explicit TlsRedis(const std::string& cert, bool client_certs = false) {
     tls_port = free_port();
-    redis.extra_args = {"--tls-port",          std::to_string(tls_port),
-                        "--tls-cert-file",     certs().path(cert + ".crt"),
-                        "--tls-key-file",      certs().path(cert + ".key"),
-                        "--tls-ca-cert-file",  certs().path("ca.crt"),
-                        "--tls-auth-clients",  client_certs ? "yes" : "no"};
+    redis.extra_args = certs().redis_args(tls_port, cert, client_certs);
     redis.start(false);
   }
   std::string url(const std::string& host = "127.0.0.1") const { return fmt::format("rediss://{}:{}", host, tls_port); }
