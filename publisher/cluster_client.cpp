@@ -26,8 +26,13 @@ void ClusterClient::refresh() {
       auto r = c.command({"CLUSTER", "SLOTS"});
       if (r.is_error()) {
         // Not a cluster node ("ERR This instance has cluster support disabled"): nothing to retry.
-        throw RedisError(RedisError::Kind::Fatal,
-                         fmt::format("Redis at {} is not a cluster node: CLUSTER SLOTS answered {}", c.display(), r.str()));
+        // Any other refusal (NOAUTH, BUSY, LOADING…): the next node may answer.
+        if (r.str().find("cluster support disabled") != std::string_view::npos) {
+          throw RedisError(RedisError::Kind::Fatal,
+                           fmt::format("Redis at {} is not a cluster node: CLUSTER SLOTS answered {}", c.display(),
+                                       r.str()));
+        }
+        throw RedisError(RedisError::Kind::Transient, fmt::format("CLUSTER SLOTS refused: {}", r.str()));
       }
       auto map = SlotMap::from_cluster_slots(to_reply_tree(r), node.host);
       if (!map.covers_all()) {

@@ -84,12 +84,18 @@ RedisClient::RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout,
   auto node = find_master(url);
   url_ = url.at(node);
   open();
-  socket_->set_display(fmt::format("master '{}' at {}", url.master_name, url_.display()));
+  display_ = fmt::format("master '{}' at {}", url.master_name, url_.display());
+  socket_->set_display(display_);
   check_master_role(*this, url, node);
 }
 
 void RedisClient::open() {
-  socket_ = std::make_unique<RedisSocket>(url_, std::chrono::seconds(5));
+  // Connect (and the TLS handshake) within 5 s, or within the client's own timeout when shorter
+  // (the sentinels are asked with 500 ms).
+  auto connect_timeout = std::chrono::milliseconds(5000);
+  if (timeout_.count() > 0) connect_timeout = std::min(connect_timeout, timeout_);
+  socket_ = std::make_unique<RedisSocket>(url_, connect_timeout);
+  display_ = socket_->display();
   if (!url_.password.empty()) {
     if (url_.user.empty()) {
       checked({"AUTH", url_.password});
@@ -113,7 +119,7 @@ void RedisClient::open() {
 
 RedisClient::~RedisClient() = default;
 
-const std::string& RedisClient::display() const { return socket_->display(); }
+const std::string& RedisClient::display() const { return socket_ ? socket_->display() : display_; }
 
 void RedisClient::set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
 
@@ -123,6 +129,23 @@ std::unique_ptr<RedisSocket> RedisClient::release() {
 }
 
 RedisReply RedisClient::command(const std::vector<std::string>& argv) {
+  if (!socket_) {
+    throw RedisError(RedisError::Kind::Transient,
+                     fmt::format("the Redis connection to {} failed earlier and is closed", url_.display()));
+  }
+  try {
+    return exchange(argv);
+  } catch (const RedisError&) {
+    // A timeout or a broken read may leave a reply in flight: a later command would read it as its
+    // own. The connection goes; the next command says so.
+    socket_.reset();
+    redisReaderFree(reader_.release());
+    reader_.reset(redisReaderCreate());
+    throw;
+  }
+}
+
+RedisReply RedisClient::exchange(const std::vector<std::string>& argv) {
   out_.clear();
   out_.command(argv.size());
   for (const auto& a : argv) out_.arg(a);

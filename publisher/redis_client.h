@@ -83,7 +83,9 @@ class RedisClient {
 
  private:
   void open();
+  RedisReply exchange(const std::vector<std::string>& argv);
   bool cluster_node_ = false;
+  std::string display_;
   RedisUrl url_;  // the node connected to (resolved when through sentinels)
   std::chrono::milliseconds timeout_;
   std::unique_ptr<RedisSocket> socket_;

@@ -37,6 +37,7 @@ std::string openssl_error() {
 // Alerts a server sends when it refuses this client's certificate (mutual TLS), or ours refused its:
 // settings to fix, not a connection to retry.
 bool certificate_alert(unsigned long e) {
+  if (ERR_GET_LIB(e) != ERR_LIB_SSL) return false;
   switch (ERR_GET_REASON(e)) {
     case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
     case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
@@ -203,7 +204,7 @@ void RedisSocket::handshake(const RedisUrl& url, std::chrono::milliseconds timeo
       }
       continue;
     }
-    if (long v = SSL_get_verify_result(ssl_); v != X509_V_OK) {
+    if (long v = SSL_get_verify_result(ssl_); v != X509_V_OK && !url.tls_files.insecure) {
       fatal(fmt::format("TLS: the certificate of Redis at {} fails verification: {}; give the CA that signed it "
                         "with --redis-tls-ca (and a host name or address it was issued for)",
                         display_, X509_verify_cert_error_string(v)));
@@ -236,8 +237,13 @@ void RedisSocket::handshake(const RedisUrl& url, std::chrono::milliseconds timeo
                                  "--redis-tls-cert and --redis-tls-key)",
                                  display_, doing, openssl_error()));
   }
+  // Not TLS on the other end, or no protocol version in common: settings to fix. Anything else (an
+  // internal error alert, a bad record, an unexpected EOF) is a connection to retry.
+  const int reason = ERR_GET_REASON(e);
   if (std::string_view(doing) == "in the TLS handshake" && ERR_GET_LIB(e) == ERR_LIB_SSL &&
-      ERR_GET_REASON(e) != SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+      (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
+       reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_PROTOCOLS_AVAILABLE ||
+       reason == SSL_R_TLSV1_ALERT_PROTOCOL_VERSION)) {
     throw RedisError(RedisError::Kind::Fatal,
                      fmt::format("TLS: the handshake with Redis at {} failed: {} (is it a TLS port?)", display_,
                                  openssl_error()));

@@ -91,6 +91,40 @@ SentinelView ask_sentinels(const RedisUrl& url, std::chrono::milliseconds timeou
   return view;
 }
 
+SentinelJudgement judge_sentinels(const SentinelView& view, const RedisEndpoint& writing_to, std::size_t total) {
+  SentinelJudgement j;
+  const std::size_t majority = total / 2 + 1;
+  std::size_t here = 0;
+  std::map<std::pair<std::string, int>, std::size_t> elsewhere;
+  for (const auto& named : view.named) {
+    if (named == writing_to) {
+      ++here;
+    } else {
+      ++elsewhere[{named.host, named.port}];
+    }
+  }
+  for (const auto& [node, count] : elsewhere) {
+    if (count >= majority) {
+      j.verdict = SentinelJudgement::Verdict::Moved;
+      j.moved_to = RedisEndpoint{node.first, node.second};
+      j.why = fmt::format("{} of {} sentinels name {}:{} as the master", count, total, node.first, node.second);
+      return j;
+    }
+  }
+  if (!elsewhere.empty() || total - std::min(total, view.named.size()) >= majority) {
+    j.why = fmt::format("{} of {} sentinel(s) answered, {} naming this session's master", view.named.size(), total,
+                        here);
+    return j;
+  }
+  if (view.failover_in_progress || view.down) {
+    j.why = fmt::format("{} ({})", view.failover_in_progress ? "a failover is in progress" : "the master is seen down",
+                        view.flags);
+    return j;
+  }
+  j.verdict = SentinelJudgement::Verdict::Vouch;
+  return j;
+}
+
 void check_master_role(RedisClient& client, const RedisUrl& url, const RedisEndpoint& node) {
   auto r = client.command({"ROLE"});
   if (r.is_array() && r.size() > 0) {

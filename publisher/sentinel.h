@@ -28,6 +28,20 @@ struct SentinelView {
 };
 SentinelView ask_sentinels(const RedisUrl& url, std::chrono::milliseconds timeout);
 
+// Whether a position acknowledged by `writing_to` may be confirmed, from what the sentinels said
+// (`total`: how many the URL lists). Pure.
+//   Moved: a majority of the sentinels names another master (moved_to): reconnect there.
+//   Hold: the sentinels that did not answer could elect a failover leader among themselves (they are
+//         a majority of all), or some that answered name another master, or a failover of it is in
+//         progress, or it is seen down.
+//   Vouch: otherwise.
+struct SentinelJudgement {
+  enum class Verdict { Vouch, Hold, Moved } verdict = Verdict::Hold;
+  RedisEndpoint moved_to;
+  std::string why;  // for Hold and Moved, for the log
+};
+SentinelJudgement judge_sentinels(const SentinelView& view, const RedisEndpoint& writing_to, std::size_t total);
+
 // A sentinel's answer may be stale (mid-failover): `client`, connected to the address it gave, must
 // say ROLE master. Throws RedisError (transient) otherwise: walstream never writes to a replica.
 void check_master_role(RedisClient& client, const RedisUrl& url, const RedisEndpoint& node);

@@ -12,22 +12,6 @@ namespace walstream {
 namespace {
 
 // Errors are classified by SQLSTATE, never by message text (servers speak other languages).
-// Worth a retry, what a restart, a failover or a walsender still exiting produce:
-// 08: connection exceptions; 53: insufficient resources (max_wal_senders, too many connections);
-// 55006: object in use ("replication slot … is active for PID n"); 57P01-57P03: shutting down,
-// crash recovery, cannot connect now; 57014: a cancelled query (pg_cancel_backend on the walsender);
-// 40001/40P01: serialization failure, deadlock. Not 53400 (all replication slots or WAL senders in
-// use, a configuration limit): that needs the operator.
-// Everything else (42704 a dropped slot or publication, 55000 an invalidated slot, 42501 a missing
-// privilege, 58P01 removed WAL…) is fatal: retrying cannot help, and looping would hide it.
-bool transient_sqlstate(const PGresult* r) {
-  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
-  if (!state) return false;
-  std::string_view s(state);
-  return s.rfind("08", 0) == 0 || (s.rfind("53", 0) == 0 && s != "53400") || s == "55006" || s == "57P01" ||
-         s == "57P02" || s == "57P03" || s == "57014" || s == "40001" || s == "40P01";
-}
-
 std::string sqlstate_of(const PGresult* r) {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   return state ? state : "";
@@ -44,6 +28,23 @@ std::string result_message(const PGresult* r) {
 }
 
 }  // namespace
+
+// Worth a retry, what a restart, a failover or a walsender still exiting produce:
+// 08: connection exceptions; 53: insufficient resources (max_wal_senders, too many connections);
+// 55006: object in use ("replication slot … is active for PID n"); 57P01-57P03: shutting down,
+// crash recovery, cannot connect now; 57014: a cancelled query (pg_cancel_backend on the walsender);
+// 40001/40P01: serialization failure, deadlock. Not 53400 (all replication slots or WAL senders in
+// use, a configuration limit): that needs the operator.
+// Everything else (42704 a dropped slot or publication, 55000 an invalidated slot, 42501 a missing
+// privilege, 58P01 removed WAL…) is fatal: retrying cannot help, and looping would hide it.
+bool transient_sqlstate(const PGresult* r) {
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  if (!state) return false;
+  std::string_view s(state);
+  return s.rfind("08", 0) == 0 || (s.rfind("53", 0) == 0 && s != "53400") || s == "55006" || s == "57P01" ||
+         s == "57P02" || s == "57P03" || s == "57014" || s == "40001" || s == "40P01";
+}
+
 
 std::string one_line(std::string s) {
   // libpq prefixes "FATAL:  " / "ERROR:  " and may add a second line of detail: keep one clean line.

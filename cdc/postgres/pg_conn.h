@@ -64,6 +64,8 @@ class PgConnection {
 
 // The first line of a libpq/libpqxx error without its "ERROR:  " prefix: one log line per event.
 std::string one_line(std::string message);
+// An error a retry can cure (a lost connection, a cancel, a deadlock, a server shutting down…).
+bool transient_sqlstate(const PGresult* r);
 
 // Double-quotes an identifier for a replication command or SQL.
 std::string quote_ident(std::string_view name);

@@ -1,5 +1,7 @@
 #include "backfill.h"
 
+#include <random>
+
 #include <fmt/format.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
@@ -118,7 +120,10 @@ Backfill::Backfill(const Config& config, Catalog& catalog, StreamWriter& writer,
       catalog_(catalog),
       writer_(writer),
       wait_until_(std::move(wait_until)),
-      keys_{config.prefix, config.slot} {}
+      keys_{config.prefix, config.slot} {
+  std::random_device rd;
+  nonce_ = fmt::format("{:08x}{:08x}", rd(), rd());
+}
 
 PgConnection& Backfill::sql() {
   if (!sql_) {
@@ -222,7 +227,8 @@ void Backfill::on_relation(const TableInfo& table, std::uint64_t commit_lsn) {
 }
 
 std::string Backfill::watermark(const Chunk& c, const char* which) const {
-  return fmt::format("{} {} {}", c.request_id, c.number, which);
+  // The session's nonce: an earlier session's marks (resent after a crash) never match this one's.
+  return fmt::format("{} {} {} {}", c.request_id, c.number, which, nonce_);
 }
 
 std::optional<PublishedTable> find_published_table(PgConnection& conn, const std::string& publication,
@@ -365,8 +371,11 @@ void Backfill::finish_read() {
     }
     if (!ok) {
       auto why = one_line(result ? PQresultErrorMessage(result.get()) : sql_->error_message());
-      if (PQstatus(conn) != CONNECTION_OK) {
+      if (PQstatus(conn) != CONNECTION_OK || transient_sqlstate(result.get())) {
+        // A lost connection, a cancel or statement_timeout, a deadlock, a server shutting down: the
+        // session ends and the chunk is read again from the state, never skipped.
         sql_.reset();
+        chunk_.reset();
         throw PgError(true, fmt::format("backfill {}: reading {}: {}", a.request.id, name, why));
       }
       log::error("backfill {}: reading {} failed: {}; skipped", a.request.id, name, why);
@@ -402,7 +411,10 @@ void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
   }
   if (content != watermark(c, "high")) return;
   if (!c.low_seen || c.reading) {
-    chunk_.reset();  // cannot happen (the low mark is written first, the high one after the read); read again
+    // Cannot happen (the low mark is written first, the high one after the read): read it again, on
+    // a new connection (the old one may still have the read out).
+    if (c.reading) sql_.reset();
+    chunk_.reset();
     return;
   }
   Chunk done = std::move(c);

@@ -129,6 +129,7 @@ class Backfill {
   bool all_tables_ = false;                       // the publication is FOR ALL TABLES
   std::uint64_t seen_up_to_ = 0;                  // the newest request's commit LSN known (Redis or stream)
   RecordBuilder builder_;
+  std::string nonce_;  // in every watermark of this session
 };
 
 }  // namespace walstream

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -241,9 +242,9 @@ class Session {
   // Behind Sentinel, a failover promotes a replica while the old master still takes writes, and the
   // other replicas keep acknowledging WAITs from it until they are moved (seconds later): what the
   // old master took then is lost. A position is confirmed only once the sentinels, asked after Redis
-  // acknowledged it, all name this writer's master, none has a failover of it in progress and none
-  // sees it down; when they name another, the session ends unconfirmed and reconnects there. Asked
-  // at most every kSentinelEvery; a position waits meanwhile.
+  // acknowledged it, answer in a majority and all name this writer's master, none has a failover of it
+  // in progress and none sees it down; when a majority names another, the session ends unconfirmed
+  // and reconnects there. Asked at most every kSentinelEvery; a position waits meanwhile.
   std::uint64_t sentinel_vouched(std::uint64_t acked) {
     auto now = Clock::now();
     if (now - sentinel_asked_ < kSentinelEvery) return std::max(flushed_, vouched_);
@@ -259,18 +260,18 @@ class Session {
       }
       return std::max(flushed_, vouched_);
     }
-    for (const auto& named : view.named) {
-      if (named != writer_.node()) {
-        throw RedisError(RedisError::Kind::Transient,
-                         fmt::format("the sentinels name {}:{} as master '{}' now, not where this session writes "
-                                     "({}); not confirming what the old master took after the failover, reconnecting",
-                                     named.host, named.port, config_.redis.master_name, writer_.display()));
-      }
+    auto j = judge_sentinels(view, writer_.node(), config_.redis.sentinels.size());
+    if (j.verdict == SentinelJudgement::Verdict::Moved) {
+      throw RedisError(RedisError::Kind::Transient,
+                       fmt::format("Redis Sentinel: {}, not where this session writes ({}); not confirming what the "
+                                   "old master took after the failover, reconnecting",
+                                   j.why, writer_.display()));
     }
-    if (view.failover_in_progress || view.down) {
-      if (!sentinel_holding_) {
-        log::info("Redis Sentinel: {} ({}); not confirming new positions to PostgreSQL until it is over",
-                  view.failover_in_progress ? "a failover is in progress" : "the master is seen down", view.flags);
+    if (j.verdict == SentinelJudgement::Verdict::Hold) {
+      if (!sentinel_holding_ || now - sentinel_warned_ >= std::chrono::seconds(10)) {
+        sentinel_warned_ = now;
+        log::info("Redis Sentinel: {}; not confirming new positions to PostgreSQL until it is over (confirmed {})",
+                  j.why, copy::format_lsn(flushed_));
       }
       sentinel_holding_ = true;
       return std::max(flushed_, vouched_);

@@ -118,6 +118,9 @@ void SlotKeeper::lock_setup() {
   conn.exec("SET tcp_keepalives_idle = 10", PGRES_COMMAND_OK);
   conn.exec("SET tcp_keepalives_interval = 5", PGRES_COMMAND_OK);
   conn.exec("SET tcp_keepalives_count = 3", PGRES_COMMAND_OK);
+  // The connection idles while the copy runs on another: a server's idle_session_timeout must not
+  // end it (and with it the lock) in the middle of the copy.
+  conn.exec("SET idle_session_timeout = 0", PGRES_COMMAND_OK);
   auto r = conn.exec_params(fmt::format("SELECT pg_try_advisory_lock({}, hashtext($1))", kSetupLockClass),
                             {config_.slot}, PGRES_TUPLES_OK);
   if (field(r, 0, 0) != "t") {
