@@ -251,7 +251,11 @@ std::optional<PublishedTable> find_published_table(PgConnection& conn, const std
 
 void Backfill::step() {
   if (chunk_) {
-    if (chunk_->reading) finish_read();
+    if (chunk_->reading) {
+      finish_read();
+    } else if (chunk_->low_seen && !chunk_->sent && !chunk_->last) {
+      send_read();
+    }
     return;
   }
   if (!active_) return;
@@ -302,6 +306,7 @@ void Backfill::start_read(long long number, const std::string& after_json) {
   if (refused) {
     log::error("backfill {}: {} skipped: {}", a.request.id, name, *refused);
     c.last = true;
+    c.sent = true;  // nothing to read
     c.after = after_json;
     chunk_ = std::move(c);
     finish_read();
@@ -333,18 +338,58 @@ void Backfill::start_read(long long number, const std::string& after_json) {
                                   select, quote_ident(c.table.schema), quote_ident(c.table.name),
                                   where.empty() ? "" : " WHERE ", fmt::format("{}", fmt::join(where, " AND ")),
                                   fmt::join(key_cols, ", "), a.request.chunk_rows);
+  c.after = after_json;
+  c.query = std::move(query);
+  c.params = std::move(params);
+  // A transaction whose commit record is in the WAL before the low mark streams before it (so its
+  // keys are not watched), but PostgreSQL makes it visible to new snapshots only when it leaves the
+  // proc array — with synchronous replication, after the standby acknowledged it, which may take
+  // long. Read before that, the chunk would hold the row as it was: a stale `r` after the change. So:
+  // the transactions still running once the low mark is flushed (an empty transaction after it) are
+  // noted; when the stream reaches the low mark, those it saw commit before it must be visible before
+  // the SELECT goes out (send_read).
+  pg.exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
+  auto running = pg.exec("SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x", PGRES_TUPLES_OK);
+  for (int i = 0; i < PQntuples(running.get()); ++i) c.running.push_back(std::stoull(PQgetvalue(running.get(), i, 0)));
+  chunk_ = std::move(c);
+}
+
+// The chunk's SELECT, once the low mark has streamed and no transaction committed before it is
+// invisible to new snapshots; else later (step()).
+void Backfill::send_read() {
+  auto& c = *chunk_;
+  auto& a = *active_;
+  auto& pg = sql();
+  if (!c.invisible.empty()) {
+    auto now = std::chrono::steady_clock::now();
+    if (now < c.next_check) return;
+    c.next_check = now + std::chrono::milliseconds(5);
+    auto still = pg.exec_params("SELECT coalesce(string_agg(x::text, ','), '') FROM unnest(string_to_array($1, ',')::xid8[]) x "
+                                "WHERE pg_visible_in_snapshot(x, pg_current_snapshot()) IS NOT TRUE",
+                                {c.invisible}, PGRES_TUPLES_OK);
+    c.invisible = PQgetvalue(still.get(), 0, 0);
+    if (!c.invisible.empty()) {
+      if (!c.waiting_said && now - c.waiting_since >= std::chrono::seconds(10)) {
+        c.waiting_said = true;
+        log::warn("backfill {}: chunk {} of {} waits for transaction(s) {}: committed (streamed) but not visible yet "
+                  "(a synchronous standby that does not acknowledge?)",
+                  a.request.id, c.number, a.request.tables[a.table], c.invisible);
+      }
+      return;
+    }
+  }
   std::vector<const char*> values;
-  for (const auto& p : params) values.push_back(p.c_str());
+  for (const auto& p : c.params) values.push_back(p.c_str());
   pg.exec("BEGIN READ ONLY", PGRES_COMMAND_OK);
-  if (!PQsendQueryParams(pg.get(), query.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+  if (!PQsendQueryParams(pg.get(), c.query.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                          nullptr, 0)) {
     auto why = pg.error_message();
     sql_.reset();
-    throw PgError(true, fmt::format("backfill {}: cannot send the read of {}: {}", a.request.id, name, why));
+    throw PgError(true, fmt::format("backfill {}: cannot send the read of {}: {}", a.request.id,
+                                    a.request.tables[a.table], why));
   }
-  c.after = after_json;
+  c.sent = true;
   c.reading = true;
-  chunk_ = std::move(c);
 }
 
 // The SELECT's result if PostgreSQL has it all (else later), then the high watermark.
@@ -407,10 +452,23 @@ void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
   auto& c = *chunk_;
   if (content == watermark(c, "low")) {
     c.low_seen = true;
+    if (c.sent || c.last) return;  // a refused table: no read
+    // Every commit before the mark has streamed: those of the still-running transactions are here.
+    std::string invisible;
+    for (auto x : c.running) {
+      const auto low = static_cast<std::uint32_t>(x);
+      if (std::find(recent_xids_.begin(), recent_xids_.end(), low) != recent_xids_.end()) {
+        if (!invisible.empty()) invisible += ',';
+        invisible += std::to_string(x);
+      }
+    }
+    c.invisible = std::move(invisible);
+    c.waiting_since = std::chrono::steady_clock::now();
+    send_read();
     return;
   }
   if (content != watermark(c, "high")) return;
-  if (!c.low_seen || c.reading) {
+  if (!c.low_seen || !c.sent || c.reading) {
     // Cannot happen (the low mark is written first, the high one after the read): read it again, on
     // a new connection (the old one may still have the read out).
     if (c.reading) sql_.reset();

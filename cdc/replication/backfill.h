@@ -6,6 +6,7 @@
 // written with the rows it accounts for, so a restart resumes from the last chunk stored.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -65,6 +66,8 @@ class Backfill {
   // publication when this session started (and the publication is not FOR ALL TABLES, where a table is
   // published from its creation) is backfilled, with --backfill-new-tables.
   void on_relation(const TableInfo& table, std::uint64_t commit_lsn);
+  // Every transaction the stream delivers (its Begin), for the visibility check of a chunk's read.
+  void on_begin(std::uint32_t xid) { recent_xids_[recent_next_++ % recent_xids_.size()] = xid; }
   // A watermark message (non-transactional, ending at lsn).
   void on_watermark(std::string_view content, std::uint64_t lsn);
   // Changes streamed between a chunk's watermarks: the key (key_text) of each changed row of that table.
@@ -91,6 +94,13 @@ class Backfill {
     int nrows = 0;
     std::vector<std::size_t> key_at;  // the key columns' positions
     bool reading = false;    // the SELECT is out; its result has not come yet
+    bool sent = false;       // the SELECT went out (reading, or its result taken)
+    std::string query;       // the SELECT and its parameters (the key values to start after)
+    std::vector<std::string> params;
+    std::vector<std::uint64_t> running;  // xids in progress for PostgreSQL right after the low mark
+    std::string invisible;   // of those, the ones the stream saw commit before the low mark (comma list)
+    std::chrono::steady_clock::time_point waiting_since, next_check;
+    bool waiting_said = false;
     std::string after;       // state: the key values of the chunk's last row (JSON array), or the previous
     bool last = false;       // fewer rows than asked: the table is done with this chunk
     bool low_seen = false;
@@ -109,6 +119,7 @@ class Backfill {
   PgConnection& sql();
   // Chunk `number` of the active request's current table, after the key values `after`.
   void start_read(long long number, const std::string& after);
+  void send_read();
   void finish_read();
   void emit(Chunk& c, std::uint64_t lsn);
   void write_state();
@@ -130,6 +141,10 @@ class Backfill {
   std::uint64_t seen_up_to_ = 0;                  // the newest request's commit LSN known (Redis or stream)
   RecordBuilder builder_;
   std::string nonce_;  // in every watermark of this session
+  // The xids of the last transactions streamed (a ring): which of the transactions PostgreSQL still
+  // counts as running at a low mark had their commit streamed before it.
+  std::vector<std::uint32_t> recent_xids_ = std::vector<std::uint32_t>(1 << 16, 0);
+  std::size_t recent_next_ = 0;
 };
 
 }  // namespace walstream

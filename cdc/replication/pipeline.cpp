@@ -33,6 +33,7 @@ void Pipeline::on(const pgoutput::Begin& m) {
   commit_lsn_ = m.final_lsn;
   seq_ = 0;
   txn_.xid = std::to_string(m.xid);
+  if (backfill_) backfill_->on_begin(m.xid);
   txn_.ts = format_pg_timestamp(m.commit_time);
   commit_time_ = m.commit_time;
   txn_streams_.clear();

@@ -304,3 +304,63 @@ TEST(Backfill, PgbenchAccountsUnderPgbench) {
   ws.signal(SIGTERM);
   EXPECT_EQ(ws.wait(), 0) << ws.log();
 }
+
+// A transaction whose commit is in the WAL before a chunk's low watermark, but not yet visible to
+// new snapshots: with synchronous replication it stays invisible until the standby acknowledges (here
+// a standby that never does, until the wait is cancelled). Its change streams before the low mark;
+// a chunk read meanwhile would hold the old row and publish it as a stale `r` after the change. The
+// read waits until that transaction is visible, says so, and the stream replays to the table.
+TEST(Backfill, ACommitNotYetVisibleIsNotReadStale) {
+  Postgres pg2;
+  pg2.extra_options = "-c synchronous_standby_names=absent_standby -c synchronous_commit=local";
+  pg2.start();
+  const auto conninfo = pg2.conninfo();
+  sql(conninfo, "CREATE TABLE acc (id int PRIMARY KEY, balance int NOT NULL, note text); "
+                "INSERT INTO acc SELECT g, 0, 'n' || g FROM generate_series(1, 100) g");
+  const std::string slot = "invisible_slot", prefix = "invisible:";
+  Walstream ws({"run", "--pg", conninfo, "--redis", redis().url(), "--slot", slot, "--prefix", prefix,
+                "--snapshot", "never", "--status-interval", "1"});
+  const auto key = prefix + "public.acc";
+  ASSERT_TRUE(wait_until([&] {
+    return query_one(conninfo, fmt::format("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND "
+                                           "active", slot)) == "1";
+  })) << ws.log();
+  // The update commits locally and waits for the standby: in the WAL (so streamed), not visible.
+  std::thread waiting([&] {
+    try {
+      sql(conninfo, "SET synchronous_commit = remote_write; UPDATE acc SET balance = 7 WHERE id = 50");
+    } catch (const std::exception&) {
+    }
+  });
+  struct Join {
+    std::thread& t;
+    std::string conninfo;
+    ~Join() {
+      try {
+        sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
+                      "AND pid <> pg_backend_pid()");
+      } catch (...) {
+      }
+      if (t.joinable()) t.join();
+    }
+  } join{waiting, conninfo};
+  ASSERT_TRUE(wait_until([&] { return xlen(key) == 1; }, 30s)) << ws.log();
+  EXPECT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "0");  // not visible yet
+
+  auto req = run_walstream({"backfill", "public.acc", "--pg", conninfo, "--slot", slot, "--chunk-rows", "30"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  // The first chunk waits while the update is invisible.
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(xlen(key), 1) << ws.log();
+  EXPECT_EQ(ws.log().find(": done"), std::string::npos) << ws.log();
+  sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
+                "AND pid <> pg_backend_pid()");
+  waiting.join();
+  ASSERT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "7");
+  ASSERT_TRUE(wait_until([&] { return ws.log().find(": done") != std::string::npos; }, 30s)) << ws.log();
+  auto rebuilt = replay(xrange(key));
+  ASSERT_EQ(rebuilt.size(), 100u) << ws.log();
+  EXPECT_EQ(rebuilt.at(R"({"id":50})"), R"({"id":50,"balance":7,"note":"n50"})") << ws.log();
+  ws.signal(SIGTERM);
+  EXPECT_EQ(ws.wait(), 0) << ws.log();
+}
