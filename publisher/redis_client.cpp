@@ -139,7 +139,6 @@ RedisReply RedisClient::command(const std::vector<std::string>& argv) {
     // A timeout or a broken read may leave a reply in flight: a later command would read it as its
     // own. The connection goes; the next command says so.
     socket_.reset();
-    redisReaderFree(reader_.release());
     reader_.reset(redisReaderCreate());
     throw;
   }

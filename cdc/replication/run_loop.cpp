@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <map>
 #include <optional>
 #include <thread>
 
