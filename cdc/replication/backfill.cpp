@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <charconv>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -249,13 +250,55 @@ std::optional<PublishedTable> find_published_table(PgConnection& conn, const std
   return t;
 }
 
+XidSnapshot XidSnapshot::parse(std::string_view text) {
+  auto number = [&](std::string_view part) {
+    std::uint64_t v = 0;
+    auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (ec != std::errc() || end != part.data() + part.size() || part.empty()) {
+      throw std::invalid_argument(fmt::format("not a snapshot: '{}'", text));
+    }
+    return v;
+  };
+  auto c1 = text.find(':');
+  auto c2 = c1 == std::string_view::npos ? c1 : text.find(':', c1 + 1);
+  if (c2 == std::string_view::npos) throw std::invalid_argument(fmt::format("not a snapshot: '{}'", text));
+  XidSnapshot s;
+  s.xmin = number(text.substr(0, c1));
+  s.xmax = number(text.substr(c1 + 1, c2 - c1 - 1));
+  if (auto rest = text.substr(c2 + 1); !rest.empty()) {
+    for (;;) {
+      auto comma = rest.find(',');
+      s.xip.push_back(number(rest.substr(0, comma)));
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+  }
+  if (s.xmin > s.xmax) throw std::invalid_argument(fmt::format("not a snapshot: '{}'", text));
+  return s;
+}
+
+bool XidSnapshot::sees_committed(std::uint32_t xid) const {
+  const auto ahead = static_cast<std::int32_t>(xid - static_cast<std::uint32_t>(xmax));
+  if (ahead >= 0) return false;  // at or above xmax: began after the snapshot's horizon, or left it since
+  const std::uint64_t full = xmax - static_cast<std::uint64_t>(-static_cast<std::int64_t>(ahead));
+  if (full < xmin) return true;
+  return std::find(xip.begin(), xip.end(), full) == xip.end();
+}
+
+std::vector<std::uint32_t> unseen_commits(const XidSnapshot& s, const std::vector<std::uint32_t>& xids) {
+  std::vector<std::uint32_t> out;
+  for (auto x : xids) {
+    if (x != 0 && !s.sees_committed(x)) out.push_back(x);
+  }
+  return out;
+}
+
 void Backfill::step() {
   if (chunk_) {
-    if (chunk_->reading) {
-      finish_read();
-    } else if (chunk_->low_seen && !chunk_->sent && !chunk_->last) {
-      send_read();
-    }
+    auto& c = *chunk_;
+    if (c.reading) take_result();
+    if (!c.reading && !c.have_rows && !c.refused && c.low_seen) send_read();  // a read again, once visible
+    if (c.have_rows && c.checked && !c.high_written) write_high();
     return;
   }
   if (!active_) return;
@@ -265,6 +308,11 @@ void Backfill::step() {
 }
 
 int Backfill::read_fd() const { return chunk_ && chunk_->reading && sql_ ? sql_->socket() : -1; }
+
+void Backfill::pump() {
+  if (!chunk_ || !chunk_->reading || !sql_) return;
+  PQconsumeInput(sql_->get());  // a failure shows in take_result
+}
 
 void Backfill::start_read(long long number, const std::string& after_json) {
   auto& a = *active_;
@@ -301,15 +349,21 @@ void Backfill::start_read(long long number, const std::string& after_json) {
   // Low watermark, the read, high watermark: every change committed between the two marks is in the
   // stream between them, and the read saw the table at some point in between. A refused table gets
   // both marks too (with no rows between), so that its chunk ends like any other.
-  pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2)", {std::string(kWatermarkPrefix), watermark(c, "low")},
-                 PGRES_TUPLES_OK);
+  //
+  // PostgreSQL 15 does not flush a non-transactional message's WAL, and the walsender sends only
+  // flushed WAL: without the empty transaction after it the mark would wait for the WAL writer (up to
+  // wal_writer_delay, 200 ms a chunk). A commit flushes everything before it.
+  pg.exec_params("SELECT pg_logical_emit_message(false, $1, $2), pg_logical_emit_message(true, $3, '')",
+                 {std::string(kWatermarkPrefix), watermark(c, "low"), std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
   if (refused) {
     log::error("backfill {}: {} skipped: {}", a.request.id, name, *refused);
+    c.refused = true;
     c.last = true;
-    c.sent = true;  // nothing to read
-    c.after = after_json;
+    c.have_rows = true;
+    c.checked = true;
+    c.after = c.next_after = after_json;
     chunk_ = std::move(c);
-    finish_read();
+    write_high();
     return;
   }
   std::vector<std::string> key_cols;
@@ -331,8 +385,6 @@ void Backfill::start_read(long long number, const std::string& after_json) {
   }
   if (!rowfilter.empty()) where.push_back(rowfilter);
   if (!a.request.where.empty()) where.push_back(fmt::format("({})", a.request.where));
-  // In a read-only transaction (a --where cannot write), whose snapshot the SELECT takes when it
-  // starts: after the low mark was written.
   std::string query = fmt::format("SELECT {}, (extract(epoch FROM now()) * 1000000)::bigint FROM {}.{}{}{} ORDER BY {} "
                                   "LIMIT {}",
                                   select, quote_ident(c.table.schema), quote_ident(c.table.name),
@@ -341,21 +393,14 @@ void Backfill::start_read(long long number, const std::string& after_json) {
   c.after = after_json;
   c.query = std::move(query);
   c.params = std::move(params);
-  // A transaction whose commit record is in the WAL before the low mark streams before it (so its
-  // keys are not watched), but PostgreSQL makes it visible to new snapshots only when it leaves the
-  // proc array — with synchronous replication, after the standby acknowledged it, which may take
-  // long. Read before that, the chunk would hold the row as it was: a stale `r` after the change. So:
-  // the transactions still running once the low mark is flushed (an empty transaction after it) are
-  // noted; when the stream reaches the low mark, those it saw commit before it must be visible before
-  // the SELECT goes out (send_read).
-  pg.exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
-  auto running = pg.exec("SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x", PGRES_TUPLES_OK);
-  for (int i = 0; i < PQntuples(running.get()); ++i) c.running.push_back(std::stoull(PQgetvalue(running.get(), i, 0)));
   chunk_ = std::move(c);
+  // The read goes out now, while the previous chunk is written to Redis; whether it may be used is
+  // known once the low mark has streamed (check_read).
+  send_read();
 }
 
-// The chunk's SELECT, once the low mark has streamed and no transaction committed before it is
-// invisible to new snapshots; else later (step()).
+// The chunk's SELECT, in a REPEATABLE READ transaction whose snapshot (the SELECT's) is noted first.
+// After a read that missed a commit (check_read), only once that commit is visible.
 void Backfill::send_read() {
   auto& c = *chunk_;
   auto& a = *active_;
@@ -378,9 +423,13 @@ void Backfill::send_read() {
       return;
     }
   }
+  // Read only (a --where cannot write). The snapshot is taken by the transaction's first statement,
+  // after the low mark was written, and the SELECT reads with that same snapshot.
+  auto snap = pg.exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT pg_current_snapshot()::text",
+                      PGRES_TUPLES_OK);
+  c.snapshot = XidSnapshot::parse(PQgetvalue(snap.get(), 0, 0));
   std::vector<const char*> values;
   for (const auto& p : c.params) values.push_back(p.c_str());
-  pg.exec("BEGIN READ ONLY", PGRES_COMMAND_OK);
   if (!PQsendQueryParams(pg.get(), c.query.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                          nullptr, 0)) {
     auto why = pg.error_message();
@@ -388,63 +437,106 @@ void Backfill::send_read() {
     throw PgError(true, fmt::format("backfill {}: cannot send the read of {}: {}", a.request.id,
                                     a.request.tables[a.table], why));
   }
+  ++c.reads;
   c.sent = true;
   c.reading = true;
+  // Sent after the low mark streamed: the only commits before it this read could miss were those
+  // waited for above, and they are visible now.
+  c.checked = c.low_seen;
 }
 
-// The SELECT's result if PostgreSQL has it all (else later), then the high watermark.
-void Backfill::finish_read() {
+// The SELECT's result if PostgreSQL has it all (else later).
+void Backfill::take_result() {
   auto& c = *chunk_;
   auto& a = *active_;
   const auto& name = a.request.tables[a.table];
-  if (c.reading) {
-    PGconn* conn = sql_->get();
-    if (!PQconsumeInput(conn)) {
-      auto why = sql_->error_message();
+  PGconn* conn = sql_->get();
+  if (!PQconsumeInput(conn)) {
+    auto why = sql_->error_message();
+    sql_.reset();
+    throw PgError(true, fmt::format("backfill {}: reading {}: {}", a.request.id, name, why));
+  }
+  if (PQisBusy(conn)) return;
+  PgResult result(PQgetResult(conn));
+  while (PgResult more{PQgetResult(conn)}) {
+  }
+  c.reading = false;
+  const bool ok = result && PQresultStatus(result.get()) == PGRES_TUPLES_OK;
+  if (PQstatus(conn) == CONNECTION_OK) {
+    // COMMIT after a read, ROLLBACK after a refused one (the transaction is aborted).
+    auto end = PgResult(PQexec(conn, ok ? "COMMIT" : "ROLLBACK"));
+  }
+  if (!ok) {
+    auto why = one_line(result ? PQresultErrorMessage(result.get()) : sql_->error_message());
+    if (PQstatus(conn) != CONNECTION_OK || transient_sqlstate(result.get())) {
+      // A lost connection, a cancel or statement_timeout, a deadlock, a server shutting down: the
+      // session ends and the chunk is read again from the state, never skipped.
       sql_.reset();
+      chunk_.reset();
       throw PgError(true, fmt::format("backfill {}: reading {}: {}", a.request.id, name, why));
     }
-    if (PQisBusy(conn)) return;
-    PgResult result(PQgetResult(conn));
-    while (PgResult more{PQgetResult(conn)}) {
-    }
-    c.reading = false;
-    const bool ok = result && PQresultStatus(result.get()) == PGRES_TUPLES_OK;
-    if (PQstatus(conn) == CONNECTION_OK) {
-      // COMMIT after a read, ROLLBACK after a refused one (the transaction is aborted).
-      auto end = PgResult(PQexec(conn, ok ? "COMMIT" : "ROLLBACK"));
-    }
-    if (!ok) {
-      auto why = one_line(result ? PQresultErrorMessage(result.get()) : sql_->error_message());
-      if (PQstatus(conn) != CONNECTION_OK || transient_sqlstate(result.get())) {
-        // A lost connection, a cancel or statement_timeout, a deadlock, a server shutting down: the
-        // session ends and the chunk is read again from the state, never skipped.
-        sql_.reset();
-        chunk_.reset();
-        throw PgError(true, fmt::format("backfill {}: reading {}: {}", a.request.id, name, why));
-      }
-      log::error("backfill {}: reading {} failed: {}; skipped", a.request.id, name, why);
-      c.last = true;
-    } else {
-      c.nrows = PQntuples(result.get());
-      const int ncols = static_cast<int>(c.table.columns.size());
-      if (c.nrows > 0) {
-        std::vector<std::string> last;
-        for (auto i : c.key_at) last.push_back(PQgetvalue(result.get(), c.nrows - 1, static_cast<int>(i)));
-        c.after = json_strings(last);
-        // now() of the read's transaction: when these rows were the table's.
-        c.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(PQgetvalue(result.get(), 0, ncols))));
-      }
-      c.last = c.nrows < a.request.chunk_rows;
-      c.result = std::move(result);
-    }
+    log::error("backfill {}: reading {} failed: {}; skipped", a.request.id, name, why);
+    c.nrows = 0;
+    c.next_after = c.after;
+    c.last = true;
+    c.have_rows = true;
+    c.checked = c.checked || c.low_seen;  // nothing read: nothing to be stale
+    return;
   }
-  sql().exec_params("SELECT pg_logical_emit_message(false, $1, $2)", {std::string(kWatermarkPrefix), watermark(c, "high")},
-                    PGRES_TUPLES_OK);
-  // PostgreSQL 15 does not flush a non-transactional message's WAL, and the walsender sends only
-  // flushed WAL: without this the mark waits for the WAL writer (up to wal_writer_delay, 200 ms a
-  // chunk). A transaction's commit flushes everything before it.
-  sql().exec_params("SELECT pg_logical_emit_message(true, $1, '')", {std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
+  if (c.low_seen && !c.checked) return;  // read before a commit it missed became visible: read again
+  c.nrows = PQntuples(result.get());
+  const int ncols = static_cast<int>(c.table.columns.size());
+  c.next_after = c.after;
+  if (c.nrows > 0) {
+    std::vector<std::string> last;
+    for (auto i : c.key_at) last.push_back(PQgetvalue(result.get(), c.nrows - 1, static_cast<int>(i)));
+    c.next_after = json_strings(last);
+    // now() of the read's transaction: when these rows were the table's.
+    c.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(PQgetvalue(result.get(), 0, ncols))));
+  }
+  c.last = c.nrows < a.request.chunk_rows;
+  c.result = std::move(result);
+  c.have_rows = true;
+}
+
+// At the low mark (every commit before it has streamed): the read may be used only if its snapshot
+// sees all of them. A transaction whose commit record is in the WAL before the mark is visible to new
+// snapshots only once it leaves the proc array — with synchronous replication, after the standby
+// acknowledged it, which may take long. Read before that, the chunk would hold the row as it was: a
+// stale `r` after the change. Then it is read again, once those commits are visible.
+void Backfill::check_read() {
+  auto& c = *chunk_;
+  auto unseen = unseen_commits(c.snapshot, recent_xids_);
+  if (unseen.empty()) {
+    c.checked = true;
+    return;
+  }
+  // As xid8, in the snapshot's epoch (what pg_visible_in_snapshot takes).
+  std::string list;
+  for (auto x : unseen) {
+    const auto behind = static_cast<std::uint32_t>(c.snapshot.xmax) - x;
+    const std::uint64_t full = behind <= c.snapshot.xmax ? c.snapshot.xmax - behind : x;
+    if (!list.empty()) list += ',';
+    list += std::to_string(full);
+  }
+  log::debug("backfill {}: chunk {}: its read missed commit(s) {} streamed before the low mark; reading again",
+             c.request_id, c.number, list);
+  c.invisible = std::move(list);
+  c.waiting_since = std::chrono::steady_clock::now();
+  c.next_check = {};
+  if (c.have_rows) {
+    c.result.reset();
+    c.have_rows = false;
+    c.nrows = 0;
+    c.last = false;
+  }
+}
+
+void Backfill::write_high() {
+  auto& c = *chunk_;
+  c.high_written = true;
+  sql().exec_params("SELECT pg_logical_emit_message(false, $1, $2), pg_logical_emit_message(true, $3, '')",
+                    {std::string(kWatermarkPrefix), watermark(c, "high"), std::string(kFlushPrefix)}, PGRES_TUPLES_OK);
 }
 
 void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
@@ -452,31 +544,22 @@ void Backfill::on_watermark(std::string_view content, std::uint64_t lsn) {
   auto& c = *chunk_;
   if (content == watermark(c, "low")) {
     c.low_seen = true;
-    if (c.sent || c.last) return;  // a refused table: no read
-    // Every commit before the mark has streamed: those of the still-running transactions are here.
-    std::string invisible;
-    for (auto x : c.running) {
-      const auto low = static_cast<std::uint32_t>(x);
-      if (std::find(recent_xids_.begin(), recent_xids_.end(), low) != recent_xids_.end()) {
-        if (!invisible.empty()) invisible += ',';
-        invisible += std::to_string(x);
-      }
-    }
-    c.invisible = std::move(invisible);
-    c.waiting_since = std::chrono::steady_clock::now();
-    send_read();
+    if (c.refused) return;
+    check_read();
+    step();
     return;
   }
   if (content != watermark(c, "high")) return;
-  if (!c.low_seen || !c.sent || c.reading) {
-    // Cannot happen (the low mark is written first, the high one after the read): read it again, on
-    // a new connection (the old one may still have the read out).
+  if (!c.low_seen || !c.high_written || !c.have_rows) {
+    // Cannot happen (the low mark is written first, the high one after a checked read): read it
+    // again, on a new connection (the old one may still have the read out).
     if (c.reading) sql_.reset();
     chunk_.reset();
     return;
   }
   Chunk done = std::move(c);
   chunk_.reset();
+  done.after = done.next_after;
   // The next chunk of the same table is read while this one goes to Redis: its low mark is written
   // now, after this chunk's high mark, and its SELECT runs in PostgreSQL while the rows below are
   // sent (a table's last chunk is followed by the next table's first only once it is stored).

@@ -37,6 +37,20 @@ struct PublishedTable {
 std::optional<PublishedTable> find_published_table(PgConnection& conn, const std::string& publication,
                                                    const std::string& schema, const std::string& table);
 
+// A PostgreSQL snapshot as pg_current_snapshot() writes it ("xmin:xmax:xip,xip…", 64-bit xids).
+struct XidSnapshot {
+  std::uint64_t xmin = 0, xmax = 0;
+  std::vector<std::uint64_t> xip;  // in progress when it was taken
+  // Throws std::invalid_argument on text that is not a snapshot.
+  static XidSnapshot parse(std::string_view text);
+  // Whether a transaction that committed, known by its 32-bit xid (as pgoutput's Begin carries it), is
+  // visible to this snapshot: not at or above xmax, not in progress. Wraparound is taken relative
+  // to xmax (a committed xid is within 2^31 below it).
+  bool sees_committed(std::uint32_t xid) const;
+};
+// Of the committed transactions `xids` (0 entries are unused slots), those `s` does not see, in order.
+std::vector<std::uint32_t> unseen_commits(const XidSnapshot& s, const std::vector<std::uint32_t>& xids);
+
 class Backfill {
  public:
   static constexpr std::string_view kRequestPrefix = "walstream.backfill";
@@ -76,10 +90,15 @@ class Backfill {
   void truncated() { chunk_->truncated = true; }
   // Between transactions: starts reading the next chunk when none is out (its low watermark, then the
   // SELECT, sent without waiting), and takes a read's result once PostgreSQL has it (then the high
-  // watermark). Never blocks on the SELECT: changes and Redis's replies keep flowing meanwhile.
+  // watermark, once the low one has streamed and the read is known to see every commit before it).
+  // Never blocks on the SELECT: changes and Redis's replies keep flowing meanwhile.
   void step();
-  // The connection a chunk's SELECT is out on (poll it for POLLIN, then step()), or -1.
+  // The connection a chunk's SELECT is out on (poll it for POLLIN, then pump() and, between
+  // transactions, step()), or -1.
   int read_fd() const;
+  // Moves what PostgreSQL has sent of the SELECT's result into memory (any time: PostgreSQL never
+  // waits on a full socket while walstream waits for Redis).
+  void pump();
   bool busy() const { return active_.has_value(); }
 
   // The key of a row: its key columns' text values, length-prefixed (unambiguous whatever they hold).
@@ -93,15 +112,21 @@ class Backfill {
     PgResult result;         // the chunk's rows (text values, read in place)
     int nrows = 0;
     std::vector<std::size_t> key_at;  // the key columns' positions
+    bool refused = false;    // a table not read (its marks are written all the same)
     bool reading = false;    // the SELECT is out; its result has not come yet
-    bool sent = false;       // the SELECT went out (reading, or its result taken)
+    bool sent = false;       // a SELECT went out (reading, or its result taken)
+    bool have_rows = false;  // the read's result is here (rows, or `last` without rows)
+    bool checked = false;    // the low mark has streamed and the read sees every commit before it
+    bool high_written = false;
     std::string query;       // the SELECT and its parameters (the key values to start after)
     std::vector<std::string> params;
-    std::vector<std::uint64_t> running;  // xids in progress for PostgreSQL right after the low mark
-    std::string invisible;   // of those, the ones the stream saw commit before the low mark (comma list)
+    XidSnapshot snapshot;    // the read's (REPEATABLE READ: the SELECT's own)
+    std::string invisible;   // commits streamed before the low mark the read did not see (comma list, xid8)
     std::chrono::steady_clock::time_point waiting_since, next_check;
     bool waiting_said = false;
-    std::string after;       // state: the key values of the chunk's last row (JSON array), or the previous
+    long long reads = 0;     // SELECTs sent for this chunk (more than one: re-read after an unseen commit)
+    std::string after;       // the key values the chunk starts after (JSON array; "" = the table's start)
+    std::string next_after;  // state once stored: the key values of its last row, or `after`
     bool last = false;       // fewer rows than asked: the table is done with this chunk
     bool low_seen = false;
     bool truncated = false;
@@ -120,7 +145,9 @@ class Backfill {
   // Chunk `number` of the active request's current table, after the key values `after`.
   void start_read(long long number, const std::string& after);
   void send_read();
-  void finish_read();
+  void take_result();
+  void check_read();
+  void write_high();
   void emit(Chunk& c, std::uint64_t lsn);
   void write_state();
   void finish_table();
@@ -141,8 +168,8 @@ class Backfill {
   std::uint64_t seen_up_to_ = 0;                  // the newest request's commit LSN known (Redis or stream)
   RecordBuilder builder_;
   std::string nonce_;  // in every watermark of this session
-  // The xids of the last transactions streamed (a ring): which of the transactions PostgreSQL still
-  // counts as running at a low mark had their commit streamed before it.
+  // The xids of the last transactions streamed (a ring): at a low mark, the commits streamed before
+  // it, which the chunk's read must see.
   std::vector<std::uint32_t> recent_xids_ = std::vector<std::uint32_t>(1 << 16, 0);
   std::size_t recent_next_ = 0;
 };

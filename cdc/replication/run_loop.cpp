@@ -418,8 +418,9 @@ class Session {
     fds[n++] = {writer_.fd(),
                 static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
     fds[n++] = {stop_pipe_fd(), POLLIN, 0};
-    // A backfill chunk's SELECT in PostgreSQL: its result is taken between transactions.
-    const int backfill_fd = pipeline_.in_transaction() ? -1 : backfill_.read_fd();
+    // A backfill chunk's SELECT in PostgreSQL: what it sends is taken in at any time (so that it does
+    // not wait on a full socket while walstream waits for Redis), its result used between transactions.
+    const int backfill_fd = backfill_.read_fd();
     if (backfill_fd >= 0) fds[n++] = {backfill_fd, POLLIN, 0};
     // Before streaming there are no status deadlines: wait for Redis (or a signal) alone.
     auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
@@ -439,7 +440,10 @@ class Session {
       service_redis((fds[1].revents & POLLIN) || hup, (fds[1].revents & POLLOUT) || hup);
     }
     if (fds[2].revents & POLLIN) drain_stop_pipe();
-    if (backfill_fd >= 0 && fds[3].revents) backfill_.step();
+    if (backfill_fd >= 0 && fds[3].revents) {
+      backfill_.pump();
+      if (read_pg && !pipeline_.in_transaction()) backfill_.step();
+    }
     maybe_send_status(false);
   }
 
