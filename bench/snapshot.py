@@ -7,7 +7,8 @@ Two tables of at least --rows rows, each in a database of its own with a publica
 alone: pgbench_accounts (`pgbench -i` at the scale that gives --rows: scale 20 = 2,000,000) and
 bench_wide (bench/run.py's 22-column table and generator). Per table and rep, three measurements
 (medians reported):
-  read limit   `psql -c "COPY (SELECT <the columns walstream selects> FROM t) TO STDOUT"` with psql's
+  read limit   `psql -c "COPY t (<the columns walstream selects>) TO STDOUT"` (walstream's own form for a
+               plain table without a row filter) with psql's
                stdout on /dev/null: what PostgreSQL can hand out, with no Python in the way;
   snapshot     `walstream run --snapshot initial` on a fresh slot and prefix: wall time from spawn to
                the log line `initial snapshot published` (the line's own timestamp), walstream CPU and
@@ -170,7 +171,7 @@ class Watch:
 
 
 class BackendCpu:
-    """CPU of the PostgreSQL backend running a `COPY (SELECT…` in database db: found in pg_stat_activity,
+    """CPU of the PostgreSQL backend running a `COPY …` in database db: found in pg_stat_activity,
     then sampled from /proc every 10 ms until it exits or stop() is called (the last sample before it
     exits is up to 10 ms short)."""
 
@@ -188,7 +189,7 @@ class BackendCpu:
             with conn.cursor() as cur:
                 while not self._stop.is_set() and self.pid is None:
                     cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-                                "AND query LIKE 'COPY (SELECT %%'", (self.db,))
+                                "AND query LIKE 'COPY %%'", (self.db,))
                     row = cur.fetchone()
                     if row:
                         self.pid = row[0]
@@ -302,7 +303,7 @@ def table_facts(t):
         t["table_bytes"] = cur.fetchone()[0]
     quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
     t["columns"] = len(cols)
-    t["copy_sql"] = f'COPY (SELECT {quoted} FROM "{schema}"."{name}") TO STDOUT'
+    t["copy_sql"] = f'COPY "{schema}"."{name}" ({quoted}) TO STDOUT'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -740,7 +741,7 @@ def main():
                                    f"process of others runs, and is taken again (at most {MAX_ATTEMPTS} times in "
                                    f"all) when one was seen during it or the machine's other CPU exceeded "
                                    f"{FOREIGN_CPU_SHARE} x its wall time (and 0.5 s)",
-                          "read_limit": "psql -X -c 'COPY (SELECT <columns>) TO STDOUT', stdout /dev/null",
+                          "read_limit": "psql -X -c 'COPY <table> (<columns>) TO STDOUT', stdout /dev/null",
                           "write_limit": "redis-cli --pipe < RESP file of XADDs (dumped from walstream's stream)"},
                "tables": []}
 

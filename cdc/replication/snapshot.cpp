@@ -315,7 +315,7 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
   // The table list, columns and row filters as the publication has them in this very snapshot.
   auto tables = conn.exec_params(
       "SELECT c.oid, pt.schemaname, pt.tablename, c.relreplident, greatest(c.reltuples, 0)::bigint, "
-      "       coalesce(pt.rowfilter, ''), (extract(epoch FROM now()) * 1000000)::bigint "
+      "       coalesce(pt.rowfilter, ''), (extract(epoch FROM now()) * 1000000)::bigint, c.relkind "
       "FROM pg_publication_tables pt "
       "JOIN pg_namespace n ON n.nspname = pt.schemaname "
       "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
@@ -355,9 +355,16 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
     writer_.add_hset(keys().registry(table.qualified), table.version, table.registry_json);
 
     std::string from = quote_ident(table.schema) + "." + quote_ident(table.name);
-    conn.exec(fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT", select.empty() ? "" : select, from,
-                          rowfilter.empty() ? "" : " WHERE " + rowfilter),
-              PGRES_COPY_OUT);
+    // A plain table's COPY reads the heap without the executor (~10 % less of PostgreSQL's CPU on wide
+    // rows); a row filter, a partitioned table (published through its root) or no column at all need
+    // the query form.
+    if (rowfilter.empty() && !select.empty() && field(tables, t, 7) == "r") {
+      conn.exec(fmt::format("COPY {} ({}) TO STDOUT", from, select), PGRES_COPY_OUT);
+    } else {
+      conn.exec(fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT", select, from,
+                            rowfilter.empty() ? "" : " WHERE " + rowfilter),
+                PGRES_COPY_OUT);
+    }
     Progress progress(table.qualified, estimate);
     auto& published = metrics::registry().snapshot_rows.at(table.qualified);
     PgBuffer row;
