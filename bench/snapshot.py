@@ -18,7 +18,9 @@ bench_wide (bench/run.py's 22-column table and generator). Per table and rep, th
                pages) into a file of RESP `XADD <key> <id> <field> <value>…` commands, grouped in
                MULTI/EXEC chunks the way walstream closes them (4096 entries or 1 MiB of XADDs), and a
                second file without MULTI/EXEC; `redis-cli --pipe < file` loads each into an empty
-               Redis: wall time and Redis CPU per entry.
+               Redis: wall time and Redis CPU per entry; then the chunked file again while the read
+               limit's COPY runs in a loop beside it (write_limit_beside_copy: PostgreSQL busy on the
+               machine as during a snapshot; what sharing two cores costs Redis for the same bytes);
   backfill     `walstream backfill <table>` into a walstream streaming a fresh slot made without a
                snapshot: wall time from the request to `backfill …: done`, CPU, RSS, Redis CPU per entry
                (skip with --no-backfill).
@@ -444,10 +446,48 @@ def backfill_run(binary, srv, r, t, tag, logdir, live):
             "foreign_before": before, **machine, "entries": stored, "key": key, "slot": slot}
 
 
-def loader_run(srv, r, path, key, rows):
-    """`redis-cli --pipe < path` into an empty Redis."""
+class CopyBeside:
+    """The table's read-limit COPY run again and again until stop(): PostgreSQL busy on the machine as it
+    is during a snapshot, to see what that costs Redis for the same entries. stop() ends the loop and
+    returns the CPU the COPYs (psql and backend) used until then."""
+
+    def __init__(self, srv, t):
+        self.srv, self.t = srv, t
+        self.cpu_s = 0.0
+        self.copies = 0
+        self._stop = threading.Event()
+        self._proc = None
+        self._th = threading.Thread(target=self._loop, daemon=True)
+        self._th.start()
+
+    def _loop(self):
+        cmd = [str(bench.PGBIN / "psql"), "-X", "-q", "-c", self.t["copy_sql"]]
+        while not self._stop.is_set():
+            backend = BackendCpu(self.srv, self.t["database"])
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          env=self.srv.proc_env(self.t["database"]))
+            self._proc.wait()
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.cpu_s += (backend.stop() or 0) + (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+            self.copies += 1
+
+    def stop(self):
+        self._stop.set()
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+        self._th.join(60)
+        return self.cpu_s
+
+
+def loader_run(srv, r, path, key, rows, beside=None):
+    """`redis-cli --pipe < path` into an empty Redis; with beside (a table), while that table's COPY
+    runs in a loop (CopyBeside)."""
     r.flushall()
     waited, before = wait_quiet("loader")
+    copying = CopyBeside(srv, beside) if beside else None
+    if copying:
+        time.sleep(0.2)  # the first COPY under way
     watch = Watch()
     cpu0 = redis_cpu(r)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -462,7 +502,12 @@ def loader_run(srv, r, path, key, rows):
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rcpu = redis_cpu_since(r, cpu0)
     cli_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    machine = watch.done(rcpu["redis_cpu_s"] + cli_cpu)
+    beside_cpu = copying.stop() if copying else 0.0
+    # The COPYs' CPU is known, not foreign (a COPY still running at the end counts in part).
+    machine = watch.done(rcpu["redis_cpu_s"] + cli_cpu + beside_cpu)
+    if copying:
+        machine["foreign_cpu_s"] = max(0.0, machine["foreign_cpu_s"])
+        rcpu["copies_beside"] = copying.copies
     m = re.search(r"errors: (\d+), replies: (\d+)", p.stdout)
     if p.returncode != 0 or not m or m.group(1) != "0":
         raise BenchError(f"redis-cli --pipe exit {p.returncode}: {(p.stdout + p.stderr).strip()[-500:]}")
@@ -657,6 +702,8 @@ def summarize(t, runs, loads):
     s["ratio_snapshot_over_write_limit"] = round(w / s["write_limit"]["wall_s"], 2)
     s["ratio_snapshot_over_write_limit_no_multi"] = round(w / s["write_limit_no_multi"]["wall_s"], 2)
     s["ratio_snapshot_over_read_limit"] = round(w / s["read_limit"]["wall_s"], 2)
+    if "write_limit_beside_copy" in s:
+        s["ratio_snapshot_over_write_limit_beside_copy"] = round(w / s["write_limit_beside_copy"]["wall_s"], 2)
     return s
 
 
@@ -668,13 +715,14 @@ def table(results):
     for t in results["tables"]:
         s = t["summary"]
         names = ("read_limit", "snapshot") + (("backfill",) if "backfill" in s else ()) + \
-            ("write_limit", "write_limit_no_multi")
+            ("write_limit", "write_limit_no_multi") + (("write_limit_beside_copy",) if "write_limit_beside_copy" in s else ())
         for i, name in enumerate(names):
             x = s[name]
             ratio = {"snapshot": "", "read_limit": f"snap/read {s['ratio_snapshot_over_read_limit']:.2f}",
                      "backfill": f"backfill/write {s.get('ratio_backfill_over_write_limit', 0):.2f}",
                      "write_limit": f"snap/write {s['ratio_snapshot_over_write_limit']:.2f}",
-                     "write_limit_no_multi": f"snap/write {s['ratio_snapshot_over_write_limit_no_multi']:.2f}"}[name]
+                     "write_limit_no_multi": f"snap/write {s['ratio_snapshot_over_write_limit_no_multi']:.2f}",
+                     "write_limit_beside_copy": f"snap/write {s.get('ratio_snapshot_over_write_limit_beside_copy', 0):.2f}"}[name]
             lines.append((t["name"] if i == 0 else "", f"{s['rows']:,}" if i == 0 else "", name,
                           f"{x['wall_s']:.2f}", f"{x['rows_per_s']:,}",
                           f"{x['redis_cpu_us_per_entry']:.2f}" if "redis_cpu_us_per_entry" in x else "",
@@ -742,7 +790,10 @@ def main():
                                    f"all) when one was seen during it or the machine's other CPU exceeded "
                                    f"{FOREIGN_CPU_SHARE} x its wall time (and 0.5 s)",
                           "read_limit": "psql -X -c 'COPY <table> (<columns>) TO STDOUT', stdout /dev/null",
-                          "write_limit": "redis-cli --pipe < RESP file of XADDs (dumped from walstream's stream)"},
+                          "write_limit": "redis-cli --pipe < RESP file of XADDs (dumped from walstream's stream)",
+                          "write_limit_beside_copy": "the same load while the read limit's COPY runs again and "
+                                                     "again beside it (PostgreSQL busy as during a snapshot): "
+                                                     "what sharing the cores costs Redis for the same entries"},
                "tables": []}
 
     def on_term(signum, frame):
@@ -817,7 +868,7 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
         res["pgbench_scale"] = t["pgbench_scale"]
     read_limit(srv, t)  # warm-up: the table in the page cache for every contender
     runs = {"read_limit": [], "snapshot": [], "backfill": []}
-    loads = {"write_limit": [], "write_limit_no_multi": []}
+    loads = {"write_limit": [], "write_limit_no_multi": [], "write_limit_beside_copy": []}
     files = {}
     variants = {}
     for rep in range(1, args.reps + 1):
@@ -866,8 +917,10 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
                 f"rss {x['peak_rss_mb']:6.1f} MB  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
             bench.drop_slot(t["conn"], x["slot"])
             r.flushall()
+        files["write_limit_beside_copy"] = files["write_limit"]
         for kind in loads:
-            y = undisturbed(f"{name} {kind}", lambda _: loader_run(srv, r, files[kind], key, rows))
+            beside = t if kind == "write_limit_beside_copy" else None
+            y = undisturbed(f"{name} {kind}", lambda _: loader_run(srv, r, files[kind], key, rows, beside))
             loads[kind].append(y)
             log(f"{name} rep {rep} {kind:20} {y['wall_s']:7.2f} s  "
                 f"Redis {y['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")

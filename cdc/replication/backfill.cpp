@@ -307,11 +307,15 @@ void Backfill::step() {
   start_read(a.chunks + 1, a.after);
 }
 
-int Backfill::read_fd() const { return chunk_ && chunk_->reading && sql_ ? sql_->socket() : -1; }
+int Backfill::read_fd() const {
+  return chunk_ && chunk_->reading && !chunk_->pump_failed && sql_ ? sql_->socket() : -1;
+}
 
 void Backfill::pump() {
   if (!chunk_ || !chunk_->reading || !sql_) return;
-  PQconsumeInput(sql_->get());  // a failure shows in take_result
+  // A failure is reported by take_result, between transactions; until then the socket (at EOF) is not
+  // polled again, or every wait would return at once.
+  if (!PQconsumeInput(sql_->get())) chunk_->pump_failed = true;
 }
 
 void Backfill::start_read(long long number, const std::string& after_json) {
@@ -440,6 +444,7 @@ void Backfill::send_read() {
   ++c.reads;
   c.sent = true;
   c.reading = true;
+  c.pump_failed = false;
   // Sent after the low mark streamed: the only commits before it this read could miss were those
   // waited for above, and they are visible now.
   c.checked = c.low_seen;

@@ -114,6 +114,7 @@ class Backfill {
     std::vector<std::size_t> key_at;  // the key columns' positions
     bool refused = false;    // a table not read (its marks are written all the same)
     bool reading = false;    // the SELECT is out; its result has not come yet
+    bool pump_failed = false;  // pump() found the connection broken (take_result says so)
     bool sent = false;       // a SELECT went out (reading, or its result taken)
     bool have_rows = false;  // the read's result is here (rows, or `last` without rows)
     bool checked = false;    // the low mark has streamed and the read sees every commit before it

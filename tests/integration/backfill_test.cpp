@@ -364,3 +364,52 @@ TEST(Backfill, ACommitNotYetVisibleIsNotReadStale) {
   ws.signal(SIGTERM);
   EXPECT_EQ(ws.wait(), 0) << ws.log();
 }
+
+// A chunk's read fails in the middle (cancelled, or its backend terminated, again and again, while
+// changes flow): the session ends, walstream reconnects, and the chunk is read again from the state
+// Redis holds — never skipped, never published twice.
+TEST(Backfill, ReadsKilledMidwayAreReadAgain) {
+  Scope s;
+  const int rows = 4'000;
+  create_acc(s, rows);
+  Walstream ws(with(s.args(), {"--snapshot", "never"}));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws.log();
+  Load load(s.conninfo, rows);
+  // A chunk read slow enough to be caught: every row costs a little.
+  s.sql("CREATE FUNCTION slow_note(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS "
+        "$$ BEGIN PERFORM pg_sleep(0.0002); RETURN t; END $$");
+  auto req = run_walstream({"backfill", "public.acc", "--pg", s.conninfo, "--slot", s.slot, "--chunk-rows", "500",
+                            "--where", "slow_note(note) IS NOT NULL"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  int killed = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 90s;
+  while (backfill_state(s, "status") != "done" && std::chrono::steady_clock::now() < deadline) {
+    if (killed < 4) {
+      // Alternately a cancel (the connection stays; the read fails with 57014) and a terminated backend.
+      auto n = s.query_one(fmt::format("SELECT count({}(pid)) FROM pg_stat_activity WHERE query LIKE "
+                                       "'SELECT %slow_note(note)%' AND state = 'active' AND pid <> pg_backend_pid()",
+                                       killed % 2 ? "pg_terminate_backend" : "pg_cancel_backend"));
+      killed += std::stoi(n);
+    } else {
+      load.stop();  // its inserts of new ids would keep the backfill chasing the table's end
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(backfill_state(s, "status"), "done") << ws.log();
+  load.stop();
+  EXPECT_GE(killed, 2) << "the reads were not caught in the middle";
+  ASSERT_TRUE(wait_until([&] { return s.caught_up(); })) << ws.log();
+  expect_replay_is_the_table(s);
+  // Every row once as `r` at most (a chunk read again publishes its rows once).
+  std::map<std::string, int> r_rows;
+  for (const auto& e : xrange(s.stream("public.acc"))) {
+    if (e.fields.at("op") == "r") ++r_rows[e.fields.at("key")];
+  }
+  for (const auto& [key, n] : r_rows) ASSERT_EQ(n, 1) << key;
+  EXPECT_GT(r_rows.size(), static_cast<std::size_t>(rows / 2));
+  EXPECT_NE(ws.log().find("backfill"), std::string::npos);
+  EXPECT_NE(ws.log().find("terminating connection"), std::string::npos) << ws.log();
+  EXPECT_NE(ws.log().find("canceling statement"), std::string::npos) << ws.log();
+  ws.signal(SIGTERM);
+  EXPECT_EQ(ws.wait(), 0) << ws.log();
+}
