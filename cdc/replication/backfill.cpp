@@ -134,6 +134,29 @@ PgConnection& Backfill::sql() {
 }
 
 void Backfill::resume() {
+  {
+    // With synchronous replication, a commit waits for the standby in the commit log but still in the
+    // proc array, invisible, possibly for long. One that streamed in an earlier session is not in this
+    // session's ring: if a chunk read while it is invisible, the row would be published as it was
+    // before a change already published, a stale `r`. So the xids of the backends that may be in that
+    // wait now count as streamed before any low mark of this session (a chunk then waits for them to
+    // become visible or end). Which backends wait for the standby (wait_event SyncRep) is visible with
+    // pg_read_all_stats only; without it every backend holding an xid counts. A transaction committing
+    // after this session's start point streams again anyway; without synchronous standbys no commit
+    // waits.
+    auto& pg = sql();
+    auto held = pg.exec("SELECT current_setting('synchronous_standby_names'), coalesce((SELECT "
+                        "string_agg(backend_xid::text, ',') FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND "
+                        "pid <> pg_backend_pid() AND (wait_event IS NULL OR wait_event = 'SyncRep')), '')",
+                        PGRES_TUPLES_OK);
+    if (*PQgetvalue(held.get(), 0, 0) != '\0') {
+      for (std::string_view rest = PQgetvalue(held.get(), 0, 1); !rest.empty();) {
+        auto comma = rest.find(',');
+        on_begin(static_cast<std::uint32_t>(std::stoul(std::string(rest.substr(0, comma)))));
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
+    }
+  }
   if (config_.backfill_new_tables) {
     auto& pg = sql();
     auto all = pg.exec_params("SELECT puballtables FROM pg_publication WHERE pubname = $1", {config_.publication},

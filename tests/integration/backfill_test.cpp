@@ -413,3 +413,66 @@ TEST(Backfill, ReadsKilledMidwayAreReadAgain) {
   ws.signal(SIGTERM);
   EXPECT_EQ(ws.wait(), 0) << ws.log();
 }
+
+// The same across a restart: the update streamed (and was confirmed) in the previous session, so the new
+// session never sees its Begin; it is still invisible when the backfill reads, and must be waited for.
+TEST(Backfill, ACommitStillInvisibleAfterARestartIsNotReadStale) {
+  Postgres pg2;
+  pg2.extra_options = "-c synchronous_standby_names=absent_standby -c synchronous_commit=local";
+  pg2.start();
+  const auto conninfo = pg2.conninfo();
+  sql(conninfo, "CREATE TABLE acc (id int PRIMARY KEY, balance int NOT NULL, note text); "
+                "INSERT INTO acc SELECT g, 0, 'n' || g FROM generate_series(1, 100) g");
+  const std::string slot = "invisible_restart", prefix = "invisible2:";
+  const std::vector<std::string> args{"run", "--pg", conninfo, "--redis", redis().url(), "--slot", slot,
+                                      "--prefix", prefix, "--snapshot", "never", "--status-interval", "1"};
+  auto ws = std::make_unique<Walstream>(args);
+  const auto key = prefix + "public.acc";
+  auto active = [&] {
+    return query_one(conninfo, fmt::format("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND "
+                                           "active", slot)) == "1";
+  };
+  ASSERT_TRUE(wait_until(active)) << ws->log();
+  std::thread waiting([&] {
+    try {
+      sql(conninfo, "SET synchronous_commit = remote_write; UPDATE acc SET balance = 7 WHERE id = 50");
+    } catch (const std::exception&) {
+    }
+  });
+  struct Join {
+    std::thread& t;
+    std::string conninfo;
+    ~Join() {
+      try {
+        sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
+                      "AND pid <> pg_backend_pid()");
+      } catch (...) {
+      }
+      if (t.joinable()) t.join();
+    }
+  } join{waiting, conninfo};
+  ASSERT_TRUE(wait_until([&] { return xlen(key) == 1; }, 30s)) << ws->log();
+  ws->signal(SIGTERM);
+  ASSERT_EQ(ws->wait(), 0) << ws->log();
+  // Confirmed past the update: the next session starts after it.
+  const auto confirmed = query_one(conninfo, fmt::format("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                                         "WHERE slot_name = '{}'", slot));
+  ws = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until(active)) << ws->log();
+  EXPECT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "0");  // still not visible
+  auto req = run_walstream({"backfill", "public.acc", "--pg", conninfo, "--slot", slot, "--chunk-rows", "30"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(xlen(key), 1) << "a chunk was published while the update was invisible (slot confirmed at " << confirmed
+                          << ")\n" << ws->log();
+  sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
+                "AND pid <> pg_backend_pid()");
+  waiting.join();
+  ASSERT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "7");
+  ASSERT_TRUE(wait_until([&] { return ws->log().find(": done") != std::string::npos; }, 30s)) << ws->log();
+  auto rebuilt = replay(xrange(key));
+  ASSERT_EQ(rebuilt.size(), 100u) << ws->log();
+  EXPECT_EQ(rebuilt.at(R"({"id":50})"), R"({"id":50,"balance":7,"note":"n50"})") << ws->log();
+  ws->signal(SIGTERM);
+  EXPECT_EQ(ws->wait(), 0) << ws->log();
+}
