@@ -585,7 +585,8 @@ cxxopts::Options backfill_options() {
        cxxopts::value<std::string>())
       ("where", "only rows matching this SQL condition, e.g. \"created_at > now() - interval '7 days'\"",
        cxxopts::value<std::string>())
-      ("chunk-rows", "rows read per chunk (default 10000)", cxxopts::value<std::string>())
+      ("chunk-rows", "rows read per chunk, at most (default 10000; fewer for wide rows: a chunk stays near 8 MB)",
+       cxxopts::value<std::string>())
       ("h,help", "show this help");
   o.add_options("positional")("tables", "", cxxopts::value<std::vector<std::string>>());
   o.parse_positional({"tables"});

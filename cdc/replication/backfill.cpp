@@ -412,11 +412,18 @@ void Backfill::start_read(long long number, const std::string& after_json) {
   }
   if (!rowfilter.empty()) where.push_back(rowfilter);
   if (!a.request.where.empty()) where.push_back(fmt::format("({})", a.request.where));
+  // --chunk-rows, fewer when the table's rows are wide: a chunk's result stays near kChunkBytes. A
+  // table's first chunk is a probe of a few rows (the size on disk says little of the text form, with
+  // TOAST compressed).
+  c.limit = std::min<long long>(a.request.chunk_rows, kProbeRows);
+  if (a.row_bytes > 0) {
+    c.limit = std::clamp<long long>(static_cast<long long>(kChunkBytes / a.row_bytes), 1, a.request.chunk_rows);
+  }
   std::string query = fmt::format("SELECT {}, (extract(epoch FROM now()) * 1000000)::bigint FROM {}.{}{}{} ORDER BY {} "
                                   "LIMIT {}",
                                   select, quote_ident(c.table.schema), quote_ident(c.table.name),
                                   where.empty() ? "" : " WHERE ", fmt::format("{}", fmt::join(where, " AND ")),
-                                  fmt::join(key_cols, ", "), a.request.chunk_rows);
+                                  fmt::join(key_cols, ", "), c.limit);
   c.after = after_json;
   c.query = std::move(query);
   c.params = std::move(params);
@@ -522,7 +529,15 @@ void Backfill::take_result() {
     // now() of the read's transaction: when these rows were the table's.
     c.ts = format_pg_timestamp(unix_to_pg_micros(std::stoll(PQgetvalue(result.get(), 0, ncols))));
   }
-  c.last = c.nrows < a.request.chunk_rows;
+  c.last = c.nrows < c.limit;
+  if (c.nrows > 0) {
+    // The rows' size as PostgreSQL sent them (what the result holds), for the next chunk's limit.
+    std::size_t bytes = 0;
+    for (int r = 0; r < c.nrows; ++r) {
+      for (int col = 0; col < ncols; ++col) bytes += static_cast<std::size_t>(PQgetlength(result.get(), r, col)) + 8;
+    }
+    a.row_bytes = std::max<std::size_t>(1, bytes / static_cast<std::size_t>(c.nrows));
+  }
   c.result = std::move(result);
   c.have_rows = true;
 }
@@ -655,6 +670,7 @@ void Backfill::finish_table() {
   a.after.clear();
   a.rows = 0;
   a.chunks = 0;
+  a.row_bytes = 0;
   if (a.table < a.request.tables.size()) return;
   log::info("backfill {}: done", a.request.id);
   last_done_ = a.request.id;

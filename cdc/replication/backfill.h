@@ -56,6 +56,10 @@ class Backfill {
   static constexpr std::string_view kRequestPrefix = "walstream.backfill";
   static constexpr std::string_view kWatermarkPrefix = "walstream.watermark";
   static constexpr std::string_view kFlushPrefix = "walstream.flush";  // an empty transaction after a mark
+  // What one chunk's result may hold, about: --chunk-rows is lowered for wide rows to stay near it (a
+  // chunk being written and the next one read are in memory together).
+  static constexpr std::size_t kChunkBytes = 8 << 20;
+  static constexpr long long kProbeRows = 16;  // a table's first chunk, to learn its rows' size
 
   // One request: tables (qualified names), an optional extra WHERE, the chunk size. `id` is the commit
   // LSN of the transaction that carried it.
@@ -126,6 +130,7 @@ class Backfill {
     std::chrono::steady_clock::time_point waiting_since, next_check;
     bool waiting_said = false;
     long long reads = 0;     // SELECTs sent for this chunk (more than one: re-read after an unseen commit)
+    long long limit = 0;     // its LIMIT
     std::string after;       // the key values the chunk starts after (JSON array; "" = the table's start)
     std::string next_after;  // state once stored: the key values of its last row, or `after`
     bool last = false;       // fewer rows than asked: the table is done with this chunk
@@ -140,6 +145,7 @@ class Backfill {
     std::string after;       // JSON array of the key values after which the next chunk starts ("" = start)
     long long rows = 0;      // published so far
     long long chunks = 0;
+    std::size_t row_bytes = 0;  // the last chunk's bytes per row (0: none read yet)
   };
 
   PgConnection& sql();

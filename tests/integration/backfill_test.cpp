@@ -11,6 +11,7 @@
 #include <memory>
 #include <pqxx/pqxx>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -475,4 +476,41 @@ TEST(Backfill, ACommitStillInvisibleAfterARestartIsNotReadStale) {
   EXPECT_EQ(rebuilt.at(R"({"id":50})"), R"({"id":50,"balance":7,"note":"n50"})") << ws->log();
   ws->signal(SIGTERM);
   EXPECT_EQ(ws->wait(), 0) << ws->log();
+}
+
+// Rows of ~40 kB that TOAST cannot compress, 3,000 of them (120 MB): the default --chunk-rows (10,000)
+// would hold the whole table in one result; chunks are cut by size instead, and memory stays bounded.
+TEST(Backfill, WideRowsAreReadInChunksOfBoundedSize) {
+  Scope s;
+  s.sql("CREATE TABLE blobs (id int PRIMARY KEY, body text NOT NULL); "
+        "INSERT INTO blobs SELECT g, (SELECT string_agg(md5(g::text || '/' || i::text), '') "
+        "FROM generate_series(1, 1250) i) FROM generate_series(1, 3000) g");
+  Walstream ws(with(s.args(), {"--snapshot", "never"}));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); })) << ws.log();
+  auto req = run_walstream({"backfill", "public.blobs", "--pg", s.conninfo, "--slot", s.slot});
+  ASSERT_EQ(req.code, 0) << req.output;
+  ASSERT_TRUE(wait_until([&] { return backfill_state(s, "status") == "done"; }, 120s)) << ws.log();
+  const long rss_kb = peak_rss_kb(ws.pid());
+  RecordProperty("peak_rss_kb", std::to_string(rss_kb));
+  auto entries = xrange(s.stream("public.blobs"));
+  ASSERT_EQ(entries.size(), 3000u) << ws.log();
+  std::set<std::string> keys;
+  for (const auto& e : entries) {
+    ASSERT_EQ(e.fields.at("op"), "r");
+    keys.insert(e.fields.at("key"));
+    ASSERT_GT(e.fields.at("after").size(), 40'000u);
+  }
+  EXPECT_EQ(keys.size(), 3000u);
+  EXPECT_EQ(entries[1234].fields.at("after"),
+            fmt::format(R"({{"id":1235,"body":"{}"}})",
+                        s.query_one("SELECT body FROM blobs WHERE id = 1235")));
+  // A chunk of ~8 MB being written and the next one read: far below the table's 120 MB.
+  EXPECT_LT(rss_kb, 64 * 1024) << ws.log();
+  // More than a handful of chunks: cut by size, not by --chunk-rows.
+  const auto chunks = ws.log().find("public.blobs done (3000 rows in ");
+  ASSERT_NE(chunks, std::string::npos) << ws.log();
+  EXPECT_GE(std::stoi(ws.log().substr(chunks + std::string("public.blobs done (3000 rows in ").size())), 10)
+      << ws.log();
+  ws.signal(SIGTERM);
+  EXPECT_EQ(ws.wait(), 0) << ws.log();
 }
