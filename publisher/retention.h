@@ -21,7 +21,7 @@
 
 namespace walstream {
 
-class RedisClient;
+class RedisCommands;
 
 struct RetentionOptions {
   std::chrono::milliseconds interval{10'000};
@@ -152,12 +152,14 @@ class Retention {
   std::string prefix_;
   RetentionOptions options_;
   CommitTimeIndex index_;
-  std::unique_ptr<RedisClient> redis_;
+  std::unique_ptr<RedisCommands> redis_;
   std::string sha_;  // of the script, once loaded
 
   bool in_pass_ = false;
   Clock::time_point next_pass_{};
   std::string cursor_;
+  std::vector<RedisEndpoint> scan_nodes_;  // the masters this pass scans (one Redis: itself)
+  std::size_t scan_node_ = 0;              // …the one cursor_ belongs to
   bool scan_done_ = false;
   std::vector<std::string> queue_;
   std::set<std::string> done_;  // the streams this pass has trimmed (SCAN may return a key twice)
