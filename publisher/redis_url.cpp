@@ -170,7 +170,9 @@ RedisUrl parse_redis_url(std::string_view url) {
   out.port = nodes.front().port;
   if (nodes.size() > 1) {
     // Several nodes: seeds of a cluster, which has one database only.
-    if (out.db != 0) throw std::invalid_argument("a Redis URL with several nodes names a Redis Cluster, which has database 0 only");
+    if (out.db != 0) {
+      throw std::invalid_argument("a Redis URL with several nodes names a Redis Cluster, which has database 0 only");
+    }
     out.seeds = std::move(nodes);
   }
   return out;

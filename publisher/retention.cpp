@@ -347,8 +347,9 @@ void Retention::step(std::vector<RetentionNotice>& out) {
     in_pass_ = false;
     return;
   }
-  auto page = redis_->checked_on(scan_nodes_[scan_node_], {"SCAN", cursor_, "MATCH", glob_escape(prefix_) + "*", "COUNT",
-                                                          "1000", "TYPE", "stream"});
+  const std::vector<std::string> scan{"SCAN", cursor_, "MATCH", glob_escape(prefix_) + "*", "COUNT", "1000",
+                                      "TYPE", "stream"};
+  auto page = redis_->checked_on(scan_nodes_[scan_node_], scan);
   const redisReply* p = page.raw();
   if (p->type != REDIS_REPLY_ARRAY || p->elements != 2 || p->element[1]->type != REDIS_REPLY_ARRAY) {
     throw RedisError(RedisError::Kind::Fatal, "odd SCAN reply");

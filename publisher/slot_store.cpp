@@ -26,7 +26,8 @@ void SlotStore::check_eviction_policy() {
 }
 
 std::optional<SlotStore::Checkpoint> SlotStore::checkpoint() {
-  auto fields = redis_->checked(keys_.checkpoint(), {"HMGET", keys_.checkpoint(), "lsn", "creating"}).optional_strings();
+  const auto key = keys_.checkpoint();
+  auto fields = redis_->checked(key, {"HMGET", key, "lsn", "creating"}).optional_strings();
   fields.resize(2);
   const auto& lsn = fields[0];
   const auto& creating = fields[1];
@@ -59,10 +60,11 @@ std::string SlotStore::snapshot_status() {
 }
 
 void SlotStore::set_snapshot_status(const std::string& status, const std::string& consistent_point) {
+  const auto key = keys_.snapshot_state();
   if (consistent_point.empty()) {
-    redis_->checked(keys_.snapshot_state(), {"HSET", keys_.snapshot_state(), "status", status});
+    redis_->checked(key, {"HSET", key, "status", status});
   } else {
-    redis_->checked(keys_.snapshot_state(), {"HSET", keys_.snapshot_state(), "status", status, "consistent_point", consistent_point});
+    redis_->checked(key, {"HSET", key, "status", status, "consistent_point", consistent_point});
   }
 }
 

@@ -209,8 +209,8 @@ void gather_redis(const StatusOptions& o, Report& r) {
     for (std::size_t i = 0; i + 1 < snapshot.size(); i += 2) r.snapshot.emplace_back(snapshot[i], snapshot[i + 1]);
     // The backfill's state, its status first, then in the order an operator reads it.
     const std::vector<std::string> order = {"status", "request", "table", "rows", "chunks", "after", "done", "queue"};
-    auto backfill = redis.checked(keys.backfill(), {"HMGET", keys.backfill(), order[0], order[1], order[2], order[3], order[4], order[5],
-                                   order[6], order[7]})
+    auto backfill = redis.checked(keys.backfill(), {"HMGET", keys.backfill(), order[0], order[1], order[2], order[3],
+                                                    order[4], order[5], order[6], order[7]})
                         .optional_strings();
     for (std::size_t i = 0; i < backfill.size() && i < order.size(); ++i) {
       if (backfill[i] && !backfill[i]->empty()) r.backfill.emplace_back(order[i], *backfill[i]);
