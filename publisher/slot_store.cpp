@@ -52,7 +52,18 @@ void SlotStore::set_checkpoint(std::uint64_t lsn) {
 
 void SlotStore::mark_creating() { redis_->checked(keys_.checkpoint(), {"HSET", keys_.checkpoint(), "creating", "1"}); }
 
-void SlotStore::forget_checkpoint() { redis_->checked(keys_.checkpoint(), {"DEL", keys_.checkpoint()}); }
+void SlotStore::forget_checkpoint() {
+  // On a cluster the groups' checkpoints go too: a new slot starts above them, and they would be
+  // taken for shards that lost data.
+  if (keys_.cluster) {
+    for (const auto& stream : redis_->checked(keys_.groups(), {"SMEMBERS", keys_.groups()}).strings()) {
+      const auto key = keys_.group_checkpoint(stream);
+      redis_->checked(key, {"DEL", key});
+    }
+    redis_->checked(keys_.groups(), {"DEL", keys_.groups()});
+  }
+  redis_->checked(keys_.checkpoint(), {"DEL", keys_.checkpoint()});
+}
 
 std::string SlotStore::snapshot_status() {
   auto r = redis_->checked(keys_.snapshot_state(), {"HGET", keys_.snapshot_state(), "status"});
@@ -91,7 +102,7 @@ void SlotStore::discard_staging() {
   redis_->checked(keys_.staging_set(), {"DEL", keys_.staging_set()});
 }
 
-std::size_t SlotStore::publish_staging(StreamWriter& writer, const WaitUntil& wait_until) {
+std::size_t SlotStore::publish_staging(ChangeWriter& writer, const WaitUntil& wait_until) {
   auto stagings = redis_->checked(keys_.staging_set(), {"SMEMBERS", keys_.staging_set()}).strings();
   for (const auto& staging : stagings) {
     auto named = keys_.stream_of_staging(staging);

@@ -55,7 +55,7 @@ class SlotStore {
   // Publishes every staging stream onto its stream: RENAME when the stream does not exist (the whole
   // table appears at once), else appended by XADD through `writer` with the replay filter, so a crash
   // while publishing resumes. Returns the number of tables.
-  std::size_t publish_staging(StreamWriter& writer, const WaitUntil& wait_until);
+  std::size_t publish_staging(ChangeWriter& writer, const WaitUntil& wait_until);
 
  private:
   std::unique_ptr<RedisCommands> redis_;

@@ -27,6 +27,7 @@
 #include "setup.h"
 #include "status.h"
 #include "tail.h"
+#include "redis_commands.h"
 #include "stream_writer.h"
 
 namespace {
@@ -404,14 +405,15 @@ int cmd_run(int argc, char** argv) {
   // same failures are outages and the run loop retries them.
   try {
     walstream::prepare_source(config);
-    walstream::StreamWriter::Options probe_options;
-    probe_options.url = config.redis;
     // A Redis that is loading its dataset (just restarted, started beside walstream) is not a setup
     // problem: wait for it, a minute at most, then say so like any other.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
     for (bool said = false;;) {
       try {
-        walstream::StreamWriter probe(probe_options);
+        // One Redis, the master behind Sentinel, or a cluster (found by itself): every master answers.
+        auto probe = walstream::connect_redis(config.redis);
+        for (const auto& master : probe->masters()) probe->checked_on(master, {"PING"});
+        config.redis_cluster = probe->is_cluster();
         break;
       } catch (const walstream::RedisError& e) {
         if (std::string_view(e.what()).find("LOADING") == std::string_view::npos ||

@@ -28,6 +28,7 @@ struct OutboxColumns {
 struct Config {
   std::string pg;  // libpq conninfo or URI; empty means libpq's PG* variables
   RedisUrl redis;
+  bool redis_cluster = false;  // found at start (connect_redis): the cluster key layout and ClusterWriter
   std::string slot = "walstream";
   std::string publication = "walstream";
   // (schema, table) of a publication walstream creates (empty schema: the search path); empty = all

@@ -1,8 +1,7 @@
-// Redis Cluster (issue 12 §2) against a real 3 + 3 cluster (cluster_harness.h). The jobs that read
+// Redis Cluster (issue 12 §2) against a real 3 + 3 cluster (cluster_harness.h): the jobs that read
 // and write Redis outside the streaming writer — `walstream tail`, `walstream status`, the slot's
 // checkpoint and snapshot state (SlotStore), retention — find the cluster from any seed, route every
-// key to the master serving its slot, and scan every master. `walstream run` does not write to a
-// cluster yet: it is refused in one line before anything is written.
+// key to the master serving its slot, and scan every master. The writer: cluster_stream_test.
 #include <gtest/gtest.h>
 
 #include <rapidjson/document.h>
@@ -53,15 +52,6 @@ std::vector<std::string> spread_names(const std::function<std::string(const std:
   return out;
 }
 
-// Every key under `prefix` on every master (KEYS: test-sized databases).
-std::set<std::string> keys_under(const std::string& prefix) {
-  std::set<std::string> out;
-  for (int p : cluster().master_ports()) {
-    for (auto& k : redis_command(p, {"KEYS", prefix + "*"})) out.insert(k);
-  }
-  return out;
-}
-
 std::string json_line(const std::string& output) {
   std::size_t start = 0;
   for (auto nl = output.find('\n'); nl != std::string::npos; nl = output.find('\n', start)) {
@@ -87,28 +77,6 @@ std::int64_t now_us() {
 }
 
 }  // namespace
-
-TEST(Cluster, RunIsRefusedInOneLineBeforeAnythingIsWritten) {
-  auto& c = cluster();
-  Scope s;
-  s.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
-  auto one = run_walstream(s.args(c.seed_url()), {}, 30s);
-  EXPECT_EQ(one.code, 1) << one.output;
-  EXPECT_NE(one.output.find("is a Redis Cluster node (cluster_enabled:1): walstream does not write to a Redis "
-                            "Cluster yet"),
-            std::string::npos)
-      << one.output;
-  auto ports = c.master_ports();
-  auto seeds = run_walstream(s.args(fmt::format("redis://127.0.0.1:{},127.0.0.1:{}", ports[1], ports[2])), {}, 30s);
-  EXPECT_EQ(seeds.code, 1) << seeds.output;
-  EXPECT_NE(seeds.output.find("names several nodes (127.0.0.1:" + std::to_string(ports[1]) + ",127.0.0.1:" +
-                              std::to_string(ports[2]) + "/0), a Redis Cluster: walstream does not write to a Redis "
-                              "Cluster yet"),
-            std::string::npos)
-      << seeds.output;
-  EXPECT_EQ(keys_under(s.prefix), std::set<std::string>{});
-  EXPECT_EQ(query_one(s.conninfo, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'"), "0");
-}
 
 TEST(Cluster, SeedsFindTheClusterPastADeadOneAndAPlainRedisIsNoCluster) {
   auto& c = cluster();
