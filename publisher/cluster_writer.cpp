@@ -48,9 +48,13 @@ std::unique_ptr<StreamWriter> ClusterWriter::open(std::string_view key, std::str
 std::size_t ClusterWriter::join(const std::string& stream, bool listed) {
   const auto tag = Keys::group_tag(stream);
   const auto checkpoint = keys_.group_checkpoint(stream);
+  // Before the start-up check (the snapshot, publishing staging streams) a group may be listed
+  // without having joined yet: its checkpoint is what the check must judge, never overwritten.
+  if (!listed) listed = redis_.checked(keys_.groups(), {"SISMEMBER", keys_.groups(), stream}).integer() == 1;
   if (!listed) {
     redis_.checked(checkpoint, {"HSET", checkpoint, "lsn", format_lsn_text(confirmed_)});
     redis_.checked(keys_.groups(), {"SADD", keys_.groups(), stream});
+    fresh_.insert(tag);
   }
   auto w = open(stream, checkpoint);
   if (!epoch_key_.empty()) {
@@ -105,8 +109,7 @@ void ClusterWriter::check_groups(std::uint64_t confirmed) {
   // before their first checkpoint is not taken for a lost shard. Nothing is in flight: the snapshot
   // drained.
   std::erase_if(found, [&](const ListedGroup& g) {
-    auto it = by_tag_.find(Keys::group_tag(g.stream));
-    if (it == by_tag_.end() || it->second == 0) return false;
+    if (!fresh_.contains(Keys::group_tag(g.stream))) return false;
     if (!g.checkpoint || *g.checkpoint < confirmed) {
       const auto checkpoint = keys_.group_checkpoint(g.stream);
       redis_.checked(checkpoint, {"HSET", checkpoint, "lsn", format_lsn_text(confirmed)});

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "change_writer.h"
@@ -99,6 +100,7 @@ class ClusterWriter final : public ChangeWriter {
   ClusterClient redis_;  // the slot map, and the blocking writes of a group joining
   std::vector<Group> groups_;  // [0]: the slot's own
   std::unordered_map<std::string, std::size_t> by_tag_;
+  std::unordered_set<std::string> fresh_;  // groups unlisted when they joined in this session
   std::vector<Ref> handles_;
   std::unordered_map<std::string, Handle> handle_index_;
   mutable GroupPositions positions_;

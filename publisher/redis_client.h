@@ -60,7 +60,8 @@ class RedisClient final : public RedisCommands {
  public:
   // Connects, AUTHs, SELECTs; throws RedisError. timeout 0 means block forever on reads. With
   // sentinels in the URL, asks them for the master first and checks its ROLE (sentinel.h).
-  // A cluster node is refused (Fatal) unless `cluster_node` (ClusterClient's connections).
+  // A cluster node is refused (Fatal) unless `cluster_node` (ClusterClient's and ClusterWriter's
+  // connections); so is a URL with several nodes.
   explicit RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(10),
                        bool cluster_node = false);
   ~RedisClient() override;

@@ -159,8 +159,7 @@ void add_redis_options(cxxopts::Options& o) {
   o.add_options()
       ("redis", "Redis URL: redis://[user:password@]host:port[/db]; rediss://… over TLS; "
                 "redis-sentinel://[user:password@]host:port[,host:port…][/db]#master (rediss-sentinel://… over TLS); "
-                "a Redis Cluster: any of its nodes, or several seeds redis://host:port,host:port… (found by itself; "
-                "tail and status read it, run does not write to a cluster yet) "
+                "a Redis Cluster: any of its nodes, or several seeds redis://host:port,host:port… (found by itself) "
                 "[WALSTREAM_REDIS] (default redis://127.0.0.1:6379)", cxxopts::value<std::string>())
       ("redis-tls-ca", "CA certificates (PEM) a rediss:// server's certificate must chain to (default: the "
                        "system's) [WALSTREAM_REDIS_TLS_CA]", cxxopts::value<std::string>())

@@ -334,3 +334,54 @@ TEST(ClusterStream, RetentionStatusAndTailWhileRunning) {
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
 }
+
+// A shard that lost what PostgreSQL was told is stored: the group's checkpoint below the slot's
+// position, or gone while the slot lists it, stops walstream at start with one line; --resnapshot
+// starts over (the groups forgotten with the slot's checkpoint).
+TEST(ClusterStream, AShardBehindTheSlotIsOneLineAtStart) {
+  RedisCluster c;
+  Scope s;
+  auto tables = spread_tables(c, s, 3);
+  std::string sql;
+  for (const auto& t : tables) sql += fmt::format("CREATE TABLE {} (id int PRIMARY KEY);", t);
+  s.sql(sql);
+  {
+    Walstream w(s.args(c.seed_url()));
+    ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w.log();
+    for (const auto& t : tables) s.sql(fmt::format("INSERT INTO {} VALUES (1)", t));
+    ASSERT_TRUE(wait_until([&] { return s.caught_up(); }, 20s)) << w.log();
+    w.signal(SIGTERM);
+    ASSERT_EQ(w.wait(), 0) << w.log();
+  }
+  walstream::Keys k{s.prefix, s.slot, true};
+  const auto key = s.stream("public." + tables[1]);
+  const auto cp = k.group_checkpoint(key);
+  const int at = c.master_of_key(cp);
+  const auto held = redis_command(at, {"HGET", cp, "lsn"}).at(0);
+  const auto confirmed =
+      query_one(s.conninfo, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '" + s.slot + "'");
+  ASSERT_GE(parse_lsn(held), parse_lsn(confirmed));
+
+  redis_command(at, {"HSET", cp, "lsn", "0/1"});
+  auto behind = run_walstream(s.args(c.seed_url()), {}, 60s);
+  EXPECT_EQ(behind.code, 1) << behind.output;
+  EXPECT_NE(behind.output.find(fmt::format("the checkpoint of stream {} (slot '{}') is at 0/1, below the slot's "
+                                           "confirmed_flush_lsn {}",
+                                           key, s.slot, confirmed)),
+            std::string::npos)
+      << behind.output;
+  redis_command(at, {"DEL", cp});
+  auto gone = run_walstream(s.args(c.seed_url()), {}, 60s);
+  EXPECT_EQ(gone.code, 1) << gone.output;
+  EXPECT_NE(gone.output.find(fmt::format("the checkpoint of stream {} (slot '{}') is gone while the slot lists it", key,
+                                         s.slot)),
+            std::string::npos)
+      << gone.output;
+
+  Walstream again(with(s.args(c.seed_url()), {"--resnapshot"}));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << again.log();
+  s.sql(fmt::format("INSERT INTO {} VALUES (2)", tables[1]));
+  ASSERT_TRUE(wait_until([&] { return s.caught_up() && xlen(c.master_of_key(key), key) >= 3; }, 20s)) << again.log();
+  again.signal(SIGTERM);
+  EXPECT_EQ(again.wait(), 0) << again.log();
+}
