@@ -204,6 +204,12 @@ void load_with(Fault fault, int txns) {
             confirmed);
 }
 
+long occurrences(const std::string& text, const std::string& what) {
+  long n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 int txns() {
   // 2-4 changes per transaction: 70,000 transactions are over 200,000 changes.
   const char* n = std::getenv("CLUSTER_TXNS");
@@ -384,4 +390,47 @@ TEST(ClusterStream, AShardBehindTheSlotIsOneLineAtStart) {
   ASSERT_TRUE(wait_until([&] { return s.caught_up() && xlen(c.master_of_key(key), key) >= 3; }, 20s)) << again.log();
   again.signal(SIGTERM);
   EXPECT_EQ(again.wait(), 0) << again.log();
+}
+
+// Fencing per group: what a successor does when it takes the slot — the main epoch raised, a group's
+// epoch set to its own — makes the next chunk to that group refused before it is applied; the
+// instance says so, and (the slot free again once its session ends) takes it back under a new epoch.
+TEST(ClusterStream, AGroupsEpochMovedFencesItsChunks) {
+  RedisCluster c;
+  Scope s;
+  auto tables = spread_tables(c, s, 3);
+  std::string sql;
+  for (const auto& t : tables) sql += fmt::format("CREATE TABLE {} (id int PRIMARY KEY);", t);
+  s.sql(sql);
+  Walstream w(s.args(c.seed_url()));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w.log();
+  walstream::Keys k{s.prefix, s.slot, true};
+  std::vector<std::string> keys;
+  for (const auto& t : tables) keys.push_back(s.stream("public." + t));
+  s.sql(fmt::format("INSERT INTO {} VALUES (1)", tables[1]));
+  ASSERT_TRUE(wait_until([&] { return xlen(c.master_of_key(keys[1]), keys[1]) == 1; }, 20s)) << w.log();
+
+  // The group's own epoch, as a successor sets it.
+  const auto group_epoch = k.group_epoch(keys[1]);
+  const int at = c.master_of_key(group_epoch);
+  const auto before = redis_command(at, {"GET", group_epoch});
+  ASSERT_EQ(before.size(), 1u);
+  redis_command(at, {"SET", group_epoch, "999999"});
+  s.sql(fmt::format("INSERT INTO {} VALUES (2)", tables[1]));
+  ASSERT_TRUE(wait_until([&] { return w.log().find("fenced:") != std::string::npos; }, 15s)) << w.log();
+  ASSERT_TRUE(wait_until([&] { return xlen(c.master_of_key(keys[1]), keys[1]) == 2 && s.caught_up(); }, 30s))
+      << w.log();
+  EXPECT_EQ(xrange(c.master_of_key(keys[1]), keys[1])[1].fields.at("after"), R"({"id":2})");
+  EXPECT_NE(redis_command(at, {"GET", group_epoch}).at(0), "999999") << "not taken back under a new epoch";
+
+  // The main epoch, as a successor raises it: the slot's own group is fenced.
+  const auto fenced_before = occurrences(w.log(), "fenced:");
+  redis_command(c.master_of_key(k.epoch()), {"INCR", k.epoch()});
+  s.sql(fmt::format("INSERT INTO {} VALUES (3)", tables[2]));
+  ASSERT_TRUE(wait_until([&] { return occurrences(w.log(), "fenced:") > fenced_before; }, 15s)) << w.log();
+  ASSERT_TRUE(wait_until([&] { return xlen(c.master_of_key(keys[2]), keys[2]) == 1 && s.caught_up(); }, 30s))
+      << w.log();
+  EXPECT_EQ(occurrences(w.log(), " ERROR "), 0) << w.log();
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
 }
