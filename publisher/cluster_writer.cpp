@@ -122,6 +122,16 @@ void ClusterWriter::check_groups(std::uint64_t confirmed) {
   }
 }
 
+std::vector<RedisEndpoint> ClusterWriter::nodes() const {
+  auto out = redis_.slots().masters();
+  for (const auto& r : redis_.slots().ranges()) {
+    for (const auto& n : r.replicas) {
+      if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+    }
+  }
+  return out;
+}
+
 void ClusterWriter::poll_fds(std::vector<pollfd>& fds) const {
   for (const auto& g : groups_) g.writer->poll_fds(fds);
 }

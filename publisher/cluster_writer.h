@@ -43,6 +43,8 @@ class ClusterWriter final : public ChangeWriter {
   // checkpoint follows the slot's position from now on.
   void check_groups(std::uint64_t confirmed);
   std::size_t groups() const { return groups_.size(); }
+  // Every node of the slot map as last read (masters, then replicas), for the next session's seeds.
+  std::vector<RedisEndpoint> nodes() const;
 
   void poll_fds(std::vector<pollfd>& fds) const override;
   void on_poll(const pollfd* fds, std::size_t n) override;

@@ -264,6 +264,12 @@ Retention::Retention(RedisUrl url, std::string prefix, RetentionOptions options)
 
 Retention::~Retention() = default;
 
+void Retention::set_url(RedisUrl url) {
+  url_ = std::move(url);
+  redis_.reset();
+  in_pass_ = false;
+}
+
 void Retention::session_started(std::uint64_t lsn, std::int64_t now_us) { index_.add(lsn, now_us); }
 
 void Retention::commit(std::uint64_t end_lsn, std::int64_t time_us) {

@@ -134,6 +134,8 @@ class Retention {
   std::vector<RetentionNotice> tick(std::int64_t now_us);
 
   bool busy() const { return in_pass_; }  // a pass is under way: tick() soon again
+  // Where Redis is from now on (a cluster's seeds, grown by the run loop); the next pass connects there.
+  void set_url(RedisUrl url);
 
   std::uint64_t trimmed() const { return trimmed_; }                        // entries XTRIM removed
   std::uint64_t unread_trimmed() const { return unread_trimmed_; }          // lost to --maxlen, counted exactly

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -110,6 +111,7 @@ class Session {
   }
 
   ~Session() {
+    if (cluster_) once_.cluster_nodes = cluster_->nodes();
     log_replays();
     publish_metrics();
     auto& m = metrics::registry();
@@ -588,11 +590,13 @@ void sleep_interruptibly(std::chrono::milliseconds d) {
 }  // namespace
 
 
-int run(const Config& config) {
+int run(const Config& given) {
+  // On a cluster the seeds grow with the nodes the last session's slot map named (RunState).
+  Config config = given;
   metrics::registry().reconnects.at("postgresql");  // both series exist from the start, at 0
   metrics::registry().reconnects.at("redis");
   auto backoff = std::chrono::milliseconds(100);
-  RunState once{config.resnapshot, config.adopt_slot};
+  RunState once{config.resnapshot, config.adopt_slot, false, {}};
   bool failing = false;  // the last session ended with an error that is being retried
   bool standby = false;  // the slot is held by another walsender; said once
   std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots, and the WAL guard's
@@ -608,6 +612,15 @@ int run(const Config& config) {
         continue;
       }
       if (!standby) m.role.store(metrics::Role::Starting);
+      if (config.redis_cluster && !once.cluster_nodes.empty()) {
+        config.redis.seeds = given.redis.seed_nodes();
+        for (const auto& n : once.cluster_nodes) {
+          if (std::find(config.redis.seeds.begin(), config.redis.seeds.end(), n) == config.redis.seeds.end()) {
+            config.redis.seeds.push_back(n);
+          }
+        }
+        if (retention) retention->set_url(config.redis);
+      }
       Session session(config, once, probe, retention ? &*retention : nullptr);
       session.run();
       return 0;

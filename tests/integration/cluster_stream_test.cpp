@@ -87,7 +87,7 @@ std::vector<std::string> run_args(const Scope& s, const std::string& url, std::v
   return args;
 }
 
-enum class Fault { None, Failover, KillMaster, Migration, Sigkill, PausedShard };
+enum class Fault { None, Failover, KillMaster, KillTheOnlySeed, Migration, Sigkill, PausedShard };
 
 // The load (`txns` transactions from a thread), with `fault` once a third of it is in Redis; then
 // every change of the reference slot once in the streams, in order.
@@ -108,6 +108,9 @@ void load_with(Fault fault, int txns) {
   // Seeds: every master, so a restart finds the cluster whichever one is down.
   std::string url = "redis://";
   for (int p : c.master_ports()) url += fmt::format("{}127.0.0.1:{}", url.size() > 8 ? "," : "", p);
+  // One seed, the master that is killed: the next sessions find the cluster through the nodes the
+  // last slot map named.
+  if (fault == Fault::KillTheOnlySeed) url = fmt::format("redis://127.0.0.1:{}", c.master_of_key(keys[0]));
   std::vector<std::string> extra{"--max-backoff", "1", "--shutdown-timeout", "5"};
   if (fault == Fault::KillMaster) extra.insert(extra.end(), {"--redis-wait", "1"});
   auto w = std::make_unique<Walstream>(run_args(s, url, extra));
@@ -141,6 +144,10 @@ void load_with(Fault fault, int txns) {
       c.failover(replica);
       break;
     }
+    case Fault::KillTheOnlySeed:
+      // It stays down: only the replica promoted in its place (named by the last slot map) is left.
+      c.kill_master(c.master_of_key(busy));
+      break;
     case Fault::KillMaster: {
       const int killed = c.master_of_key(busy);
       c.kill_master(killed);
@@ -221,6 +228,7 @@ int txns() {
 TEST(ClusterStream, EightTablesOnThreeMastersExactlyOnce) { load_with(Fault::None, txns()); }
 TEST(ClusterStream, ClusterFailoverMidLoad) { load_with(Fault::Failover, txns()); }
 TEST(ClusterStream, KilledMasterWithRedisWait) { load_with(Fault::KillMaster, txns()); }
+TEST(ClusterStream, KilledMasterThatWasTheOnlySeed) { load_with(Fault::KillTheOnlySeed, txns()); }
 TEST(ClusterStream, BusyStreamsSlotMigratedMidLoad) { load_with(Fault::Migration, txns()); }
 TEST(ClusterStream, SigkillAndRestartMidLoad) { load_with(Fault::Sigkill, txns()); }
 TEST(ClusterStream, SigkillWhileOneShardIsPaused) { load_with(Fault::PausedShard, txns()); }
