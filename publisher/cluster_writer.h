@@ -31,8 +31,6 @@ class ClusterWriter final : public ChangeWriter {
   ClusterWriter(StreamWriter::Options writer, Keys keys);
   ~ClusterWriter() override;
 
-  // The slot's confirmed_flush_lsn: a group this slot never wrote to joins with its checkpoint there.
-  void set_confirmed(std::uint64_t lsn) { confirmed_ = lsn; }
   // How to wait for Redis (the session's loop): a transaction that writes slot-wide state waits at its
   // commit until every other group stored it (below).
   void set_wait_until(std::function<void(const std::function<bool()>&)> wait_until) {
@@ -40,7 +38,8 @@ class ClusterWriter final : public ChangeWriter {
   }
   // The start-up check (after the main one): every group the slot lists must hold what PostgreSQL
   // confirmed, else RedisError (fatal) with one line. Then every listed group joins, so that its
-  // checkpoint follows the slot's position from now on.
+  // checkpoint follows the slot's position from now on; a group this slot never wrote to joins later
+  // with its checkpoint at `confirmed`.
   void check_groups(std::uint64_t confirmed);
   std::size_t groups() const { return groups_.size(); }
   // Every node of the slot map as last read (masters, then replicas), for the next session's seeds.

@@ -1,8 +1,7 @@
 // A Redis Cluster's writer keeps one checkpoint per group (a stream and its companions, keys.h): the
 // accounting across groups, pure. Which position PostgreSQL may be told (the minimum over groups of
 // what each holds), and whether the groups a slot listed in Redis still hold what PostgreSQL
-// confirmed (the start-up check). No I/O; the writer and the session feed it. Not wired into
-// `walstream run` yet (docs/design.md, "Redis Cluster").
+// confirmed (the start-up check). No I/O; ClusterWriter feeds it (docs/design.md, "Redis Cluster").
 #pragma once
 
 #include <cstdint>
