@@ -16,8 +16,15 @@ RedisClient& ClusterClient::client(const RedisEndpoint& node) {
   return *c;
 }
 
+std::string ClusterClient::describe() const { return fmt::format("Redis Cluster via {}", seed_.display()); }
+
+void ClusterClient::set_timeout(std::chrono::milliseconds timeout) {
+  timeout_ = timeout;
+  for (auto& [node, c] : clients_) c->set_timeout(timeout);
+}
+
 void ClusterClient::refresh() {
-  std::vector<RedisEndpoint> candidates{{seed_.host, seed_.port}};
+  std::vector<RedisEndpoint> candidates = seed_.seed_nodes();
   for (const auto& m : slots_.masters()) candidates.push_back(m);
   std::string answers;
   for (const auto& node : candidates) {
@@ -98,6 +105,59 @@ RedisReply ClusterClient::command(std::string_view key, const std::vector<std::s
   throw RedisError(RedisError::Kind::Transient,
                    fmt::format("Redis Cluster: {} for key '{}' was redirected more than {} times", argv.empty() ? "" : argv[0],
                                key, kMaxRedirects));
+}
+
+RedisReply ClusterClient::transaction(std::string_view key, const std::vector<std::vector<std::string>>& commands) {
+  auto node = slots_.master_of_key(key);
+  bool asking = false;
+  for (int attempt = 0; attempt <= kMaxRedirects; ++attempt) {
+    if (!node) {
+      refresh();
+      node = slots_.master_of_key(key);
+      if (!node) break;
+    }
+    auto where = fmt::format("{}:{}", node->host, node->port);
+    // Inside MULTI the ASKING flag stays until EXEC: the whole transaction runs on the importing node.
+    if (asking) {
+      auto ok = command_on(*node, {"ASKING"});
+      if (ok.is_error()) throw_refusal(where, {"ASKING"}, ok.str());
+    }
+    auto multi = command_on(*node, {"MULTI"});
+    if (multi.is_error()) throw_refusal(where, {"MULTI"}, multi.str());
+    std::optional<Redirect> redirect;
+    for (const auto& c : commands) {
+      auto queued = command_on(*node, c);
+      if (!queued.is_error()) continue;
+      command_on(*node, {"DISCARD"});
+      redirect = parse_redirect(queued.str());
+      // A command of another slot is redirected too: that is this transaction's mistake, not a move.
+      if (!redirect || redirect->slot != key_slot(key)) throw_refusal(where, c, queued.str());
+      break;
+    }
+    if (!redirect) {
+      auto exec = command_on(*node, {"EXEC"});
+      if (exec.is_error()) throw_refusal(where, {"EXEC"}, exec.str());
+      if (exec.is_nil()) throw RedisError(RedisError::Kind::Transient, fmt::format("Redis at {}: EXEC aborted", where));
+      check_exec(where, commands, exec);
+      return exec;
+    }
+    RedisEndpoint target = redirect->endpoint;
+    if (target.host.empty()) target.host = node->host;
+    if (redirect->kind == Redirect::Kind::Moved) {
+      ++moved_;
+      asking = false;
+      refresh();
+      node = slots_.master_of_key(key);
+      if (!node || *node != target) node = target;
+    } else {
+      ++asked_;
+      asking = true;
+      node = target;
+    }
+  }
+  throw RedisError(RedisError::Kind::Transient,
+                   fmt::format("Redis Cluster: a transaction on key '{}' was redirected more than {} times", key,
+                               kMaxRedirects));
 }
 
 }  // namespace walstream

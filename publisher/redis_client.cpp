@@ -105,14 +105,21 @@ void RedisClient::open() {
   }
   if (url_.db != 0) checked({"SELECT", std::to_string(url_.db)});
   // A cluster node answers the first multi-stream MULTI/EXEC with CROSSSLOT and other shards' keys
-  // with MOVED: say what it is before anything is written.
+  // with MOVED: a connection meant for one Redis says what it is before anything is written
+  // (ClusterClient and ClusterWriter connect with cluster_node).
   if (cluster_node_) return;
+  if (!url_.seeds.empty()) {
+    throw RedisError(RedisError::Kind::Fatal,
+                     fmt::format("the Redis URL names several nodes ({}), the seeds of a Redis Cluster, where one "
+                                 "Redis was expected",
+                                 url_.display()));
+  }
   auto info = command({"INFO", "cluster"});
   if (!info.is_error() && info.str().find("cluster_enabled:1") != std::string_view::npos) {
     throw RedisError(RedisError::Kind::Fatal,
-                     fmt::format("Redis at {} is a Redis Cluster node (cluster_enabled:1): walstream does not write "
-                                 "to a Redis Cluster yet; point --redis at a single Redis or at a master behind "
-                                 "Sentinel (redis-sentinel://)",
+                     fmt::format("Redis at {} is a Redis Cluster node (cluster_enabled:1), where one Redis was "
+                                 "expected (behind Sentinel, or the Redis walstream found at start was no cluster: "
+                                 "restart walstream to write to it as one)",
                                  display()));
   }
 }
@@ -167,12 +174,24 @@ RedisReply RedisClient::exchange(const std::vector<std::string>& argv) {
 
 RedisReply RedisClient::checked(const std::vector<std::string>& argv) {
   auto r = command(argv);
-  if (r.is_error()) {
-    auto msg = std::string(r.str());
-    auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", display(), argv.empty() ? "" : argv[0], msg));
-  }
+  if (r.is_error()) throw_refusal(display(), argv, r.str());
   return r;
+}
+
+RedisReply RedisClient::transaction(std::string_view, const std::vector<std::vector<std::string>>& commands) {
+  checked({"MULTI"});
+  for (const auto& c : commands) {
+    auto queued = command(c);
+    if (queued.is_error()) {
+      command({"DISCARD"});
+      throw_refusal(display(), c, queued.str());
+    }
+  }
+  auto exec = checked({"EXEC"});
+  // EXEC does not roll back: a command that failed while running leaves the others applied.
+  if (exec.is_nil()) throw RedisError(RedisError::Kind::Transient, fmt::format("Redis at {}: EXEC aborted", display()));
+  check_exec(display(), commands, exec);
+  return exec;
 }
 
 }  // namespace walstream

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "redis_commands.h"
 #include "redis_error.h"
 #include "redis_url.h"
 
@@ -55,14 +56,15 @@ class RedisReply {
   std::unique_ptr<redisReply, Deleter> reply_;
 };
 
-class RedisClient {
+class RedisClient final : public RedisCommands {
  public:
   // Connects, AUTHs, SELECTs; throws RedisError. timeout 0 means block forever on reads. With
   // sentinels in the URL, asks them for the master first and checks its ROLE (sentinel.h).
-  // A cluster node is refused (Fatal) unless `cluster_node` (ClusterClient's connections).
+  // A cluster node is refused (Fatal) unless `cluster_node` (ClusterClient's and ClusterWriter's
+  // connections); so is a URL with several nodes.
   explicit RedisClient(const RedisUrl& url, std::chrono::milliseconds timeout = std::chrono::seconds(10),
                        bool cluster_node = false);
-  ~RedisClient();
+  ~RedisClient() override;
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
 
@@ -72,7 +74,16 @@ class RedisClient {
   // Same, but an error reply throws RedisError (retryable ones as transient).
   RedisReply checked(const std::vector<std::string>& argv);
   // Sets the read timeout (0: none) for blocking reads such as XREAD BLOCK.
-  void set_timeout(std::chrono::milliseconds timeout);
+  void set_timeout(std::chrono::milliseconds timeout) override;
+
+  // RedisCommands: one node holds every key.
+  using RedisCommands::checked;
+  RedisReply command(std::string_view, const std::vector<std::string>& argv) override { return command(argv); }
+  RedisReply transaction(std::string_view key, const std::vector<std::vector<std::string>>& commands) override;
+  std::vector<RedisEndpoint> masters() override { return {node()}; }
+  RedisReply command_on(const RedisEndpoint&, const std::vector<std::string>& argv) override { return command(argv); }
+  bool is_cluster() const override { return false; }
+  std::string describe() const override { return display(); }
   // Hands the connected, authenticated socket over (StreamWriter drives it without blocking). Only
   // between commands: every reply was read.
   std::unique_ptr<RedisSocket> release();

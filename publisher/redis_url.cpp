@@ -75,6 +75,14 @@ std::string RedisUrl::display() const {
     }
     return fmt::format("{} via sentinel {}/{}", master_name, list, db);
   }
+  if (!seeds.empty()) {
+    std::string list;
+    for (const auto& s : seeds) {
+      if (!list.empty()) list += ',';
+      list += endpoint_text(s.host, s.port);
+    }
+    return fmt::format("{}/{}", list, db);
+  }
   return fmt::format("{}/{}", endpoint_text(host, port), db);
 }
 
@@ -82,6 +90,7 @@ RedisUrl RedisUrl::at(const RedisEndpoint& node, bool with_credentials) const {
   RedisUrl out = *this;
   out.sentinels.clear();
   out.master_name.clear();
+  out.seeds.clear();
   out.host = node.host;
   out.port = node.port;
   if (!with_credentials) {
@@ -138,23 +147,33 @@ RedisUrl parse_redis_url(std::string_view url) {
     if (!db.empty()) out.db = parse_int(db, 0, 1 << 20, "database number");
   }
   if (hostport.empty()) throw std::invalid_argument("missing host in Redis URL");
-  if (!sentinel) {
-    auto node = parse_endpoint(hostport);
-    out.host = node.host;
-    out.port = node.port;
-    return out;
-  }
+  const char* what = sentinel ? "sentinel" : "node";
+  std::vector<RedisEndpoint> nodes;
   while (!hostport.empty()) {
     auto comma = hostport.find(',');
     auto one = hostport.substr(0, comma);
-    if (one.empty()) throw std::invalid_argument("empty sentinel address in Redis URL");
+    if (one.empty()) throw std::invalid_argument(fmt::format("empty {} address in Redis URL", what));
     auto node = parse_endpoint(one);
-    if (one.find(':') == std::string_view::npos || (one.front() == '[' && one.back() == ']')) node.port = 26379;
-    out.sentinels.push_back(node);
+    bool no_port = one.find(':') == std::string_view::npos || (one.front() == '[' && one.back() == ']');
+    if (sentinel && no_port) node.port = 26379;
+    nodes.push_back(node);
     hostport = comma == std::string_view::npos ? std::string_view() : hostport.substr(comma + 1);
     if (comma != std::string_view::npos && hostport.empty()) {
-      throw std::invalid_argument("empty sentinel address in Redis URL");
+      throw std::invalid_argument(fmt::format("empty {} address in Redis URL", what));
     }
+  }
+  if (sentinel) {
+    out.sentinels = std::move(nodes);
+    return out;
+  }
+  out.host = nodes.front().host;
+  out.port = nodes.front().port;
+  if (nodes.size() > 1) {
+    // Several nodes: seeds of a cluster, which has one database only.
+    if (out.db != 0) {
+      throw std::invalid_argument("a Redis URL with several nodes names a Redis Cluster, which has database 0 only");
+    }
+    out.seeds = std::move(nodes);
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // Redis URLs -> their parts. Pure.
 //   redis://[user:password@]host:port[/db]             one Redis
+//   redis://[user:password@]host:port,host:port…[/db]  seeds of a Redis Cluster (any one will do)
 //   rediss://…                                          the same over TLS
 //   redis-sentinel://[user:password@]host:port[,host:port…][/db]#master-name
 //   rediss-sentinel://…                                 the same, sentinels and master over TLS
@@ -37,13 +38,21 @@ struct RedisUrl {
   bool tls = false;      // rediss:// or rediss-sentinel://
   RedisTls tls_files;
   std::vector<RedisEndpoint> sentinels;  // redis-sentinel://: asked for the master's address
+  // redis://h1:p1,h2:p2: every node named, host:port being the first; empty with one node. Only a
+  // Redis Cluster has several: its slot map is asked from each in turn until one answers.
+  std::vector<RedisEndpoint> seeds;
   std::string master_name;               // …named after '#'
 
   bool via_sentinel() const { return !sentinels.empty(); }
-  // host:port/db without the credentials, for logs; with sentinels "mymaster via sentinel h:p,h:p/0".
+  // Every node to try first: the seeds, or host:port alone.
+  std::vector<RedisEndpoint> seed_nodes() const {
+    return seeds.empty() ? std::vector<RedisEndpoint>{{host, port}} : seeds;
+  }
+  // host:port/db without the credentials, for logs; with sentinels "mymaster via sentinel h:p,h:p/0";
+  // with seeds "h1:p1,h2:p2/0".
   std::string display() const;
-  // The same URL pointing at one node directly (a sentinel, or the master once resolved): no
-  // sentinels, the same TLS settings; `with_credentials` false for a sentinel.
+  // The same URL pointing at one node directly (a sentinel, the master once resolved, a cluster
+  // node): no sentinels nor seeds, the same TLS settings; `with_credentials` false for a sentinel.
   RedisUrl at(const RedisEndpoint& node, bool with_credentials = true) const;
 };
 

@@ -264,6 +264,12 @@ Retention::Retention(RedisUrl url, std::string prefix, RetentionOptions options)
 
 Retention::~Retention() = default;
 
+void Retention::set_url(RedisUrl url) {
+  url_ = std::move(url);
+  redis_.reset();
+  in_pass_ = false;
+}
+
 void Retention::session_started(std::uint64_t lsn, std::int64_t now_us) { index_.add(lsn, now_us); }
 
 void Retention::commit(std::uint64_t end_lsn, std::int64_t time_us) {
@@ -319,13 +325,17 @@ void Retention::start_pass(std::int64_t now_us) {
   next_pass_ = Clock::now() + options_.interval;
   cursor_.assign(1, '0');  // (not = "0": GCC 12 warns -Wrestrict about it, wrongly)
   scan_done_ = false;
+  scan_nodes_.clear();  // read again from the map when the pass starts: a failover may have moved them
+  scan_node_ = 0;
   queue_.clear();
   done_.clear();
   pass_trimmed_ = 0;
 }
 
 void Retention::step(std::vector<RetentionNotice>& out) {
-  if (!redis_) redis_ = std::make_unique<RedisClient>(url_, kRedisTimeout);
+  if (!redis_) redis_ = connect_redis(url_, kRedisTimeout);
+  // A cluster's streams are spread over its masters: each is scanned in turn.
+  if (scan_nodes_.empty()) scan_nodes_ = redis_->masters();
   if (!queue_.empty()) {
     auto key = std::move(queue_.back());
     queue_.pop_back();
@@ -343,8 +353,9 @@ void Retention::step(std::vector<RetentionNotice>& out) {
     in_pass_ = false;
     return;
   }
-  auto page =
-      redis_->checked({"SCAN", cursor_, "MATCH", glob_escape(prefix_) + "*", "COUNT", "1000", "TYPE", "stream"});
+  const std::vector<std::string> scan{"SCAN", cursor_, "MATCH", glob_escape(prefix_) + "*", "COUNT", "1000",
+                                      "TYPE", "stream"};
+  auto page = redis_->checked_on(scan_nodes_[scan_node_], scan);
   const redisReply* p = page.raw();
   if (p->type != REDIS_REPLY_ARRAY || p->elements != 2 || p->element[1]->type != REDIS_REPLY_ARRAY) {
     throw RedisError(RedisError::Kind::Fatal, "odd SCAN reply");
@@ -355,7 +366,7 @@ void Retention::step(std::vector<RetentionNotice>& out) {
     auto key = text_of(p->element[1]->element[i]);
     if (key.rfind(staging, 0) != 0) queue_.push_back(std::move(key));
   }
-  if (cursor_ == "0") scan_done_ = true;
+  if (cursor_ == "0" && ++scan_node_ == scan_nodes_.size()) scan_done_ = true;
 }
 
 void Retention::finish_pass(std::vector<RetentionNotice>& out) {
@@ -372,20 +383,22 @@ TrimResult Retention::trim(const std::string& key) {
   std::vector<std::string> args{"", "", "1", key, retain_for_id_, retain_max_id_};
   std::optional<RedisReply> reply;
   if (sha_.empty()) {
-    auto loaded = redis_->command({"SCRIPT", "LOAD", kScript});
+    // On a cluster this loads it on one master; another answers NOSCRIPT once and caches it from the
+    // EVAL below.
+    auto loaded = redis_->command(key, {"SCRIPT", "LOAD", kScript});
     if (!loaded.is_error()) sha_ = std::string(loaded.str());
   }
   if (!sha_.empty()) {
     args[0] = "EVALSHA";
     args[1] = sha_;
-    reply.emplace(redis_->command(args));
+    reply.emplace(redis_->command(key, args));
     // Flushed (SCRIPT FLUSH, a restart, a failover): send the script itself.
     if (reply->is_error() && reply->str().substr(0, 8) == "NOSCRIPT") reply.reset();
   }
   if (!reply) {
     args[0] = "EVAL";
     args[1] = kScript;
-    reply.emplace(redis_->command(args));
+    reply.emplace(redis_->command(key, args));
   }
   if (reply->is_error()) throw refusal(*reply, "the retention script");
   TrimResult t;

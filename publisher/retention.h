@@ -21,7 +21,7 @@
 
 namespace walstream {
 
-class RedisClient;
+class RedisCommands;
 
 struct RetentionOptions {
   std::chrono::milliseconds interval{10'000};
@@ -134,6 +134,8 @@ class Retention {
   std::vector<RetentionNotice> tick(std::int64_t now_us);
 
   bool busy() const { return in_pass_; }  // a pass is under way: tick() soon again
+  // Where Redis is from now on (a cluster's seeds, grown by the run loop); the next pass connects there.
+  void set_url(RedisUrl url);
 
   std::uint64_t trimmed() const { return trimmed_; }                        // entries XTRIM removed
   std::uint64_t unread_trimmed() const { return unread_trimmed_; }          // lost to --maxlen, counted exactly
@@ -152,12 +154,14 @@ class Retention {
   std::string prefix_;
   RetentionOptions options_;
   CommitTimeIndex index_;
-  std::unique_ptr<RedisClient> redis_;
+  std::unique_ptr<RedisCommands> redis_;
   std::string sha_;  // of the script, once loaded
 
   bool in_pass_ = false;
   Clock::time_point next_pass_{};
   std::string cursor_;
+  std::vector<RedisEndpoint> scan_nodes_;  // the masters this pass scans (one Redis: itself)
+  std::size_t scan_node_ = 0;              // …the one cursor_ belongs to
   bool scan_done_ = false;
   std::vector<std::string> queue_;
   std::set<std::string> done_;  // the streams this pass has trimmed (SCAN may return a key twice)

@@ -4,23 +4,30 @@
 
 namespace walstream {
 
-SlotStore::SlotStore(const RedisUrl& url, Keys keys) : redis_(url), keys_(std::move(keys)) {}
+SlotStore::SlotStore(const RedisUrl& url, Keys keys) : redis_(connect_redis(url)), keys_(std::move(keys)) {
+  keys_.cluster = redis_->is_cluster();
+}
 
 void SlotStore::check_eviction_policy() {
-  auto r = redis_.command({"CONFIG", "GET", "maxmemory-policy"});
-  if (r.is_error() || !r.is_array()) return;
-  auto values = r.strings();
-  if (values.size() == 2 && values[1].rfind("allkeys-", 0) == 0) {
-    throw RedisError(RedisError::Kind::Fatal,
-                     fmt::format("Redis has maxmemory-policy {}: it may evict walstream's streams and checkpoint "
-                                 "without a word when memory runs out; set maxmemory-policy noeviction (walstream "
-                                 "then waits and retries while Redis refuses writes for lack of memory)",
-                                 values[1]));
+  // Every master of a cluster: each holds some of the streams and checkpoints.
+  for (const auto& master : redis_->masters()) {
+    auto r = redis_->command_on(master, {"CONFIG", "GET", "maxmemory-policy"});
+    if (r.is_error() || !r.is_array()) continue;
+    auto values = r.strings();
+    if (values.size() == 2 && values[1].rfind("allkeys-", 0) == 0) {
+      auto who = redis_->is_cluster() ? fmt::format("Redis at {}:{}", master.host, master.port) : std::string("Redis");
+      throw RedisError(RedisError::Kind::Fatal,
+                       fmt::format("{} has maxmemory-policy {}: it may evict walstream's streams and checkpoint "
+                                   "without a word when memory runs out; set maxmemory-policy noeviction (walstream "
+                                   "then waits and retries while Redis refuses writes for lack of memory)",
+                                   who, values[1]));
+    }
   }
 }
 
 std::optional<SlotStore::Checkpoint> SlotStore::checkpoint() {
-  auto fields = redis_.checked({"HMGET", keys_.checkpoint(), "lsn", "creating"}).optional_strings();
+  const auto key = keys_.checkpoint();
+  auto fields = redis_->checked(key, {"HMGET", key, "lsn", "creating"}).optional_strings();
   fields.resize(2);
   const auto& lsn = fields[0];
   const auto& creating = fields[1];
@@ -39,62 +46,77 @@ std::optional<SlotStore::Checkpoint> SlotStore::checkpoint() {
 }
 
 void SlotStore::set_checkpoint(std::uint64_t lsn) {
-  redis_.checked({"MULTI"});
-  redis_.checked({"HSET", keys_.checkpoint(), "lsn", format_lsn_text(lsn)});
-  redis_.checked({"HDEL", keys_.checkpoint(), "creating"});
-  redis_.checked({"EXEC"});
+  redis_->transaction(keys_.checkpoint(), {{"HSET", keys_.checkpoint(), "lsn", format_lsn_text(lsn)},
+                                           {"HDEL", keys_.checkpoint(), "creating"}});
 }
 
-void SlotStore::mark_creating() { redis_.checked({"HSET", keys_.checkpoint(), "creating", "1"}); }
+void SlotStore::mark_creating() { redis_->checked(keys_.checkpoint(), {"HSET", keys_.checkpoint(), "creating", "1"}); }
 
-void SlotStore::forget_checkpoint() { redis_.checked({"DEL", keys_.checkpoint()}); }
+void SlotStore::forget_checkpoint() {
+  // On a cluster the groups' checkpoints go too: a new slot starts above them, and they would be
+  // taken for shards that lost data.
+  if (keys_.cluster) {
+    for (const auto& stream : redis_->checked(keys_.groups(), {"SMEMBERS", keys_.groups()}).strings()) {
+      const auto key = keys_.group_checkpoint(stream);
+      redis_->checked(key, {"DEL", key});
+    }
+    redis_->checked(keys_.groups(), {"DEL", keys_.groups()});
+  }
+  redis_->checked(keys_.checkpoint(), {"DEL", keys_.checkpoint()});
+}
 
 std::string SlotStore::snapshot_status() {
-  auto r = redis_.checked({"HGET", keys_.snapshot_state(), "status"});
+  auto r = redis_->checked(keys_.snapshot_state(), {"HGET", keys_.snapshot_state(), "status"});
   return r.is_nil() ? "" : std::string(r.str());
 }
 
 void SlotStore::set_snapshot_status(const std::string& status, const std::string& consistent_point) {
+  const auto key = keys_.snapshot_state();
   if (consistent_point.empty()) {
-    redis_.checked({"HSET", keys_.snapshot_state(), "status", status});
+    redis_->checked(key, {"HSET", key, "status", status});
   } else {
-    redis_.checked({"HSET", keys_.snapshot_state(), "status", status, "consistent_point", consistent_point});
+    redis_->checked(key, {"HSET", key, "status", status, "consistent_point", consistent_point});
   }
 }
 
 void SlotStore::finish_snapshot(std::uint64_t consistent_point) {
-  redis_.checked({"MULTI"});
-  redis_.checked({"HSET", keys_.snapshot_state(), "status", "done"});
-  redis_.checked({"HSET", keys_.checkpoint(), "lsn", format_lsn_text(consistent_point)});
-  redis_.checked({"HDEL", keys_.checkpoint(), "creating"});
-  redis_.checked({"EXEC"});
+  // On a cluster both keys carry the slot's tag (keys.h): one hash slot, one MULTI/EXEC.
+  redis_->transaction(keys_.checkpoint(), {{"HSET", keys_.snapshot_state(), "status", "done"},
+                                           {"HSET", keys_.checkpoint(), "lsn", format_lsn_text(consistent_point)},
+                                           {"HDEL", keys_.checkpoint(), "creating"}});
 }
 
-void SlotStore::forget_snapshot() { redis_.checked({"DEL", keys_.snapshot_state()}); }
+void SlotStore::forget_snapshot() { redis_->checked(keys_.snapshot_state(), {"DEL", keys_.snapshot_state()}); }
 
 std::string SlotStore::open_staging(const std::string& qualified) {
   auto staging = keys_.staging(qualified);
-  redis_.checked({"DEL", staging});
-  redis_.checked({"SADD", keys_.staging_set(), staging});
+  redis_->checked(staging, {"DEL", staging});
+  redis_->checked(keys_.staging_set(), {"SADD", keys_.staging_set(), staging});
   return staging;
 }
 
 void SlotStore::discard_staging() {
-  for (const auto& staging : redis_.checked({"SMEMBERS", keys_.staging_set()}).strings()) {
-    redis_.checked({"DEL", staging});
+  for (const auto& staging : redis_->checked(keys_.staging_set(), {"SMEMBERS", keys_.staging_set()}).strings()) {
+    redis_->checked(staging, {"DEL", staging});
   }
-  redis_.checked({"DEL", keys_.staging_set()});
+  redis_->checked(keys_.staging_set(), {"DEL", keys_.staging_set()});
 }
 
-std::size_t SlotStore::publish_staging(StreamWriter& writer, const WaitUntil& wait_until) {
-  auto stagings = redis_.checked({"SMEMBERS", keys_.staging_set()}).strings();
-  const std::string marker = keys_.staging_prefix();
+std::size_t SlotStore::publish_staging(ChangeWriter& writer, const WaitUntil& wait_until) {
+  auto stagings = redis_->checked(keys_.staging_set(), {"SMEMBERS", keys_.staging_set()}).strings();
   for (const auto& staging : stagings) {
-    std::string target = keys_.stream(staging.substr(marker.size()));
-    if (redis_.checked({"EXISTS", staging}).integer() == 0) continue;  // published before a crash
-    if (redis_.checked({"EXISTS", target}).integer() == 0) {
-      // The usual case, a new stream: subscribers see the whole table appear at once.
-      redis_.checked({"RENAME", staging, target});
+    auto named = keys_.stream_of_staging(staging);
+    if (!named) {
+      throw RedisError(RedisError::Kind::Fatal,
+                       fmt::format("{} lists '{}', which is not a staging stream of prefix '{}'", keys_.staging_set(),
+                                   staging, keys_.prefix));
+    }
+    const std::string& target = *named;
+    if (redis_->checked(staging, {"EXISTS", staging}).integer() == 0) continue;  // published before a crash
+    if (redis_->checked(target, {"EXISTS", target}).integer() == 0) {
+      // The usual case, a new stream: subscribers see the whole table appear at once. (On a cluster
+      // the staging key carries the stream's tag: one slot, as RENAME requires.)
+      redis_->checked(staging, {"RENAME", staging, target});
       continue;
     }
     // The stream holds entries of an earlier slot: append after them, resuming by high-water mark.
@@ -102,7 +124,7 @@ std::size_t SlotStore::publish_staging(StreamWriter& writer, const WaitUntil& wa
     ensure_hwm(writer, stream, wait_until);
     std::string start = "-";
     for (;;) {
-      auto batch = redis_.checked({"XRANGE", staging, start, "+", "COUNT", "1000"}).entries();
+      auto batch = redis_->checked(staging, {"XRANGE", staging, start, "+", "COUNT", "1000"}).entries();
       if (batch.empty()) break;
       std::vector<std::pair<std::string_view, std::string_view>> fields;
       for (const auto& entry : batch) {
@@ -115,9 +137,9 @@ std::size_t SlotStore::publish_staging(StreamWriter& writer, const WaitUntil& wa
       }
       drain(writer, wait_until);
     }
-    redis_.checked({"DEL", staging});
+    redis_->checked(staging, {"DEL", staging});
   }
-  redis_.checked({"DEL", keys_.staging_set()});
+  redis_->checked(keys_.staging_set(), {"DEL", keys_.staging_set()});
   return stagings.size();
 }
 

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "keys.h"
 #include "redis_client.h"
+#include "redis_commands.h"
 #include "stream_writer.h"
 #include "writer_flow.h"
 
@@ -17,7 +19,12 @@ namespace walstream {
 
 class SlotStore {
  public:
+  // Connects to one Redis, the master behind Sentinel, or a Redis Cluster (connect_redis); on a
+  // cluster the keys take the cluster layout (keys.h), whatever `keys.cluster` said.
   SlotStore(const RedisUrl& url, Keys keys);
+  const Keys& keys() const { return keys_; }
+  bool cluster() const { return keys_.cluster; }
+  RedisCommands& redis() { return *redis_; }
 
   // Throws (fatal) when Redis may evict keys without a word (maxmemory-policy allkeys-*): a stream or
   // the checkpoint evicted is data lost silently. A Redis that hides CONFIG passes.
@@ -48,10 +55,10 @@ class SlotStore {
   // Publishes every staging stream onto its stream: RENAME when the stream does not exist (the whole
   // table appears at once), else appended by XADD through `writer` with the replay filter, so a crash
   // while publishing resumes. Returns the number of tables.
-  std::size_t publish_staging(StreamWriter& writer, const WaitUntil& wait_until);
+  std::size_t publish_staging(ChangeWriter& writer, const WaitUntil& wait_until);
 
  private:
-  RedisClient redis_;
+  std::unique_ptr<RedisCommands> redis_;
   Keys keys_;
 };
 

@@ -27,13 +27,23 @@ StreamWriter::~StreamWriter() = default;
 void StreamWriter::connect() {
   // The handshake (connect, TLS, AUTH, SELECT, PING; the sentinels' answer) is synchronous; then the
   // socket (non-blocking, keepalive on) is driven by on_io().
-  RedisClient handshake(options_.url);
+  RedisClient handshake(options_.url, std::chrono::seconds(10), options_.cluster_node);
   handshake.checked({"PING"});
   node_ = handshake.node();
   socket_ = handshake.release();
 }
 
 int StreamWriter::fd() const { return socket_->fd(); }
+
+void StreamWriter::poll_fds(std::vector<pollfd>& fds) const {
+  fds.push_back({fd(), static_cast<short>((wants_read() ? POLLIN : 0) | (wants_write() ? POLLOUT : 0)), 0});
+}
+
+void StreamWriter::on_poll(const pollfd* fds, std::size_t n) {
+  if (n == 0 || !fds[0].revents) return;
+  bool hup = fds[0].revents & (POLLERR | POLLHUP);
+  on_io((fds[0].revents & POLLIN) || hup, (fds[0].revents & POLLOUT) || hup);
+}
 
 bool StreamWriter::wants_write() const { return out_pos_ < out_.size() || socket_->read_wants_write(); }
 bool StreamWriter::wants_read() const { return !expected_.empty() || socket_->write_wants_read(); }
@@ -399,7 +409,7 @@ void StreamWriter::conflict(const Ledger::Outcome& outcome) {
     const auto& key = streams_[h].key;
     bool ours = false;
     try {
-      if (!check) check.emplace(options_.url);
+      if (!check) check.emplace(options_.url, std::chrono::seconds(10), options_.cluster_node);
       auto same = check->checked({"XRANGE", key, id.str(), id.str()}).entries();
       // The same ID is not enough: the entry there must carry our `lsn` too.
       bool same_entry = false;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "change_writer.h"
 #include "ledger.h"
 #include "redis_client.h"
 #include "redis_error.h"
@@ -30,12 +31,13 @@ namespace walstream {
 // write (OOM, READONLY, NOAUTH are checked while queueing), and the next chunk is sent only after
 // the previous one's EXEC succeeded. So the entries in Redis are always a prefix of what was sent,
 // and the per-stream high-water mark read at the next start is a sound replay filter.
-class StreamWriter {
+class StreamWriter final : public ChangeWriter {
  public:
   struct Options {
     RedisUrl url;
     std::optional<std::uint64_t> maxlen;  // XADD MAXLEN ~ N
     std::string checkpoint_key;           // hash written in every chunk that completes a transaction
+    bool cluster_node = false;            // url is a cluster master (ClusterWriter's writers)
     int wait_replicas = 0;                // --redis-wait: WAIT for this many replicas before a position counts
     std::chrono::milliseconds wait_timeout{1000};
     std::size_t chunk_bytes = 1 << 20;    // a chunk closes once its commands reach this size…
@@ -43,76 +45,80 @@ class StreamWriter {
     // Called with the seconds from sending a chunk to Redis's EXEC answer, for each chunk stored.
     std::function<void(double)> chunk_stored;
   };
-  using Fields = std::span<const std::pair<std::string_view, std::string_view>>;
-  using Handle = Ledger::Handle;
 
   // Connects, authenticates, selects the database and checks the server answers. Throws RedisError.
   explicit StreamWriter(Options options);
-  ~StreamWriter();
+  ~StreamWriter() override;
   StreamWriter(const StreamWriter&) = delete;
   StreamWriter& operator=(const StreamWriter&) = delete;
 
   int fd() const;
   // The node this writer writes to, and how messages name it ("master 'm' at h:p/0" through sentinels).
   const RedisEndpoint& node() const { return node_; }
-  const std::string& display() const { return socket_->display(); }
+  std::string display() const override { return socket_->display(); }
+  RedisEndpoint master() const override { return node_; }
+  void poll_fds(std::vector<pollfd>& fds) const override;
+  void on_poll(const pollfd* fds, std::size_t n) override;
+  void service() override { on_io(true, true); }
   bool wants_write() const;
   bool wants_read() const;
   // --redis-wait: a stored checkpoint still waits for enough replicas.
-  bool waits_pending() const { return waits_queued_ > 0; }
+  bool waits_pending() const override { return waits_queued_ > 0; }
   // Moves bytes in both directions as far as the socket allows and handles every complete reply.
   void on_io(bool readable, bool writable);
 
   // PostgreSQL's WAL position (IDENTIFY_SYSTEM, then every WAL end received): no stream last ID
   // walstream wrote can be above it.
-  void raise_wal_limit(std::uint64_t lsn) { ledger_.raise_wal_limit(lsn); }
+  void raise_wal_limit(std::uint64_t lsn) override { ledger_.raise_wal_limit(lsn); }
 
   // Streams, by key. A stream's high-water mark (its last ID in Redis) must be known before the
   // first entry is added to it in this connection: request it, then wait until it is known.
-  Handle stream(std::string_view key);
-  bool hwm_known(Handle h) const { return ledger_.hwm_known(h); }
-  const std::string& key(Handle h) const { return streams_[h].key; }
-  void request_hwm(Handle h);
+  Handle stream(std::string_view key) override;
+  bool hwm_known(Handle h) const override { return ledger_.hwm_known(h); }
+  const std::string& key(Handle h) const override { return streams_[h].key; }
+  void request_hwm(Handle h) override;
 
   // A transaction begins: its commands are kept together in one chunk when they fit.
-  void begin_transaction();
+  void begin_transaction() override;
   // Appends to the chunk being built (nothing is sent yet). Returns false, appending nothing, when
   // the ID is not above the stream's high-water mark: the entry is already stored (a replay).
-  bool add_entry(Handle h, StreamId id, Fields fields);
-  void add_hset(std::string_view key, std::string_view field, std::string_view value);
+  bool add_entry(Handle h, StreamId id, Fields fields) override;
+  void add_hset(std::string_view key, std::string_view field, std::string_view value) override;
   // Every entry of the transaction ending at end_lsn has been added.
-  void mark_commit(std::uint64_t end_lsn);
+  void mark_commit(std::uint64_t end_lsn) override;
   // A position with nothing to write (a keepalive's WAL end while idle); confirmed once a checkpoint
   // holds it.
-  void mark_idle(std::uint64_t lsn) { ledger_.advance(lsn); }
+  void mark_idle(std::uint64_t lsn) override { ledger_.advance(lsn); }
   // A graceful stop inside a transaction: its part not yet sent is dropped, so subscribers never see
   // half of a transaction that fits in a chunk; PostgreSQL resends it at the next start.
-  void drop_open_transaction();
+  void drop_open_transaction() override;
 
-  bool chunk_empty() const { return ledger_.building_commands() == 0; }
-  bool chunk_full() const;
+  bool chunk_empty() const override { return ledger_.building_commands() == 0; }
+  bool chunk_full() const override;
   // A chunk waits for Redis's answer, or (fenced) for the epoch check the next chunk needs.
-  bool in_flight() const { return ledger_.in_flight() || fence_pending_; }
+  bool in_flight() const override { return ledger_.in_flight() || fence_pending_; }
   // From now on every chunk is applied only while `key` still holds `epoch` (WATCH + GET before each
   // MULTI): an instance that lost the slot while paused can never land a chunk after its successor
   // took over. Throws RedisError(Fenced) from on_io() when the epoch moved.
-  void fence(std::string key, std::uint64_t epoch);
+  void fence(std::string key, std::uint64_t epoch) override;
   // Nothing to send but a position that only a checkpoint-only chunk would record.
-  bool checkpoint_due() const { return ledger_.checkpoint_due(); }
+  bool checkpoint_due() const override { return ledger_.checkpoint_due(); }
   // Sends the chunk being built (cut at the open transaction's start when that keeps it whole), or
   // a checkpoint alone when due; only when nothing is in flight.
-  void send_chunk();
+  void send_chunk() override;
 
   // The end LSN of the last transaction whose entries and checkpoint Redis has stored (and, with
   // --redis-wait, replicated): what may be confirmed to PostgreSQL.
-  std::uint64_t acked_lsn() const { return ledger_.acked(); }
-  std::uint64_t entries_written() const { return ledger_.entries_written(); }
-  std::uint64_t replays_skipped() const { return ledger_.replays_skipped(); }
-  std::optional<Ledger::ReplayRun> take_replays(bool ended_only = false) { return ledger_.take_replays(ended_only); }
+  std::uint64_t acked_lsn() const override { return ledger_.acked(); }
+  std::uint64_t entries_written() const override { return ledger_.entries_written(); }
+  std::uint64_t replays_skipped() const override { return ledger_.replays_skipped(); }
+  std::optional<Ledger::ReplayRun> take_replays(bool ended_only = false) override {
+    return ledger_.take_replays(ended_only);
+  }
   // The last WAIT that found too few replicas since the previous call: the count it found.
-  std::optional<long long> take_wait_shortfall() { return std::exchange(wait_shortfall_, std::nullopt); }
+  std::optional<long long> take_wait_shortfall() override { return std::exchange(wait_shortfall_, std::nullopt); }
   // WAIT answers that found too few replicas, in this connection.
-  std::uint64_t wait_shortfalls() const { return wait_shortfalls_; }
+  std::uint64_t wait_shortfalls() const override { return wait_shortfalls_; }
 
  private:
   struct Stream {

@@ -12,7 +12,7 @@ namespace walstream {
 using WaitUntil = std::function<void(const std::function<bool()>&)>;
 
 // Learns the stream's last ID in Redis before its first entry in this connection (the replay filter).
-inline void ensure_hwm(StreamWriter& writer, StreamWriter::Handle stream, const WaitUntil& wait_until) {
+inline void ensure_hwm(ChangeWriter& writer, ChangeWriter::Handle stream, const WaitUntil& wait_until) {
   if (writer.hwm_known(stream)) return;
   writer.request_hwm(stream);
   wait_until([&] { return writer.hwm_known(stream); });
@@ -20,7 +20,7 @@ inline void ensure_hwm(StreamWriter& writer, StreamWriter::Handle stream, const 
 
 // Bounded memory whatever the transaction or table size: at most one chunk in flight and one being
 // built, so a full chunk waits for the one in flight before it goes.
-inline void send_if_full(StreamWriter& writer, const WaitUntil& wait_until) {
+inline void send_if_full(ChangeWriter& writer, const WaitUntil& wait_until) {
   if (!writer.chunk_full()) return;
   wait_until([&] { return !writer.in_flight(); });
   writer.send_chunk();
@@ -28,7 +28,7 @@ inline void send_if_full(StreamWriter& writer, const WaitUntil& wait_until) {
 
 // Sends everything built (and the checkpoint of the last position) and waits until Redis has
 // stored it.
-inline void drain(StreamWriter& writer, const WaitUntil& wait_until) {
+inline void drain(ChangeWriter& writer, const WaitUntil& wait_until) {
   for (;;) {
     wait_until([&] { return !writer.in_flight(); });
     if (writer.chunk_empty() && !writer.checkpoint_due()) return;

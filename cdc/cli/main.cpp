@@ -27,6 +27,7 @@
 #include "setup.h"
 #include "status.h"
 #include "tail.h"
+#include "redis_commands.h"
 #include "stream_writer.h"
 
 namespace {
@@ -157,7 +158,8 @@ std::optional<walstream::RetentionOptions> parse_retention(const cxxopts::ParseR
 void add_redis_options(cxxopts::Options& o) {
   o.add_options()
       ("redis", "Redis URL: redis://[user:password@]host:port[/db]; rediss://… over TLS; "
-                "redis-sentinel://[user:password@]host:port[,host:port…][/db]#master (rediss-sentinel://… over TLS) "
+                "redis-sentinel://[user:password@]host:port[,host:port…][/db]#master (rediss-sentinel://… over TLS); "
+                "a Redis Cluster: any of its nodes, or several seeds redis://host:port,host:port… (found by itself) "
                 "[WALSTREAM_REDIS] (default redis://127.0.0.1:6379)", cxxopts::value<std::string>())
       ("redis-tls-ca", "CA certificates (PEM) a rediss:// server's certificate must chain to (default: the "
                        "system's) [WALSTREAM_REDIS_TLS_CA]", cxxopts::value<std::string>())
@@ -402,14 +404,15 @@ int cmd_run(int argc, char** argv) {
   // same failures are outages and the run loop retries them.
   try {
     walstream::prepare_source(config);
-    walstream::StreamWriter::Options probe_options;
-    probe_options.url = config.redis;
     // A Redis that is loading its dataset (just restarted, started beside walstream) is not a setup
     // problem: wait for it, a minute at most, then say so like any other.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
     for (bool said = false;;) {
       try {
-        walstream::StreamWriter probe(probe_options);
+        // One Redis, the master behind Sentinel, or a cluster (found by itself): every master answers.
+        auto probe = walstream::connect_redis(config.redis);
+        for (const auto& master : probe->masters()) probe->checked_on(master, {"PING"});
+        config.redis_cluster = probe->is_cluster();
         break;
       } catch (const walstream::RedisError& e) {
         if (std::string_view(e.what()).find("LOADING") == std::string_view::npos ||

@@ -39,6 +39,8 @@ struct StreamInfo {
 };
 
 struct Report {
+  bool redis_cluster = false;  // a Redis Cluster: its key layout (keys.h)
+  std::size_t redis_masters = 0;
   // PostgreSQL
   bool pg_ok = false;
   std::string pg_server;
@@ -145,20 +147,20 @@ void gather_postgres(const StatusOptions& o, Report& r) {
   }
 }
 
-StreamInfo stream_info(RedisClient& redis, const std::string& key) {
+StreamInfo stream_info(RedisCommands& redis, const std::string& key) {
   StreamInfo s;
   s.key = key;
-  s.length = redis.checked({"XLEN", key}).integer();
-  auto first = redis.checked({"XRANGE", key, "-", "+", "COUNT", "1"}).entries();
+  s.length = redis.checked(key, {"XLEN", key}).integer();
+  auto first = redis.checked(key, {"XRANGE", key, "-", "+", "COUNT", "1"}).entries();
   if (!first.empty()) s.first_id = first.front().id;
-  auto last = redis.checked({"XREVRANGE", key, "+", "-", "COUNT", "1"}).entries();
+  auto last = redis.checked(key, {"XREVRANGE", key, "+", "-", "COUNT", "1"}).entries();
   if (!last.empty()) {
     s.last_id = last.front().id;
     for (const auto& [f, v] : last.front().fields) {
       if (f == "ts") s.last_ts = v;
     }
   }
-  auto groups = redis.checked({"XINFO", "GROUPS", key});
+  auto groups = redis.checked(key, {"XINFO", "GROUPS", key});
   const redisReply* g = groups.raw();
   for (std::size_t i = 0; g->type == REDIS_REPLY_ARRAY && i < g->elements; ++i) {
     const redisReply* m = g->element[i];
@@ -179,17 +181,20 @@ StreamInfo stream_info(RedisClient& redis, const std::string& key) {
 }
 
 void gather_redis(const StatusOptions& o, Report& r) {
-  Keys keys{o.prefix, o.slot};
-  std::optional<RedisClient> conn;
+  // One Redis, the master behind Sentinel, or a cluster (then the keys take its layout, keys.h).
+  std::optional<SlotStore> connected;
   try {
-    conn.emplace(o.redis);
+    connected.emplace(o.redis, Keys{o.prefix, o.slot});
   } catch (const std::exception& e) {
     r.reasons.push_back(e.what());
     return;
   }
   try {
-    auto& redis = *conn;
-    SlotStore store(o.redis, keys);
+    auto& store = *connected;
+    auto& redis = store.redis();
+    const Keys& keys = store.keys();
+    r.redis_cluster = store.cluster();
+    r.redis_masters = redis.masters().size();
     try {
       store.check_eviction_policy();
     } catch (const RedisError& e) {
@@ -200,34 +205,41 @@ void gather_redis(const StatusOptions& o, Report& r) {
       r.checkpoint_lsn = cp->lsn;
       r.checkpoint_creating = cp->creating;
     }
-    auto snapshot = redis.checked({"HGETALL", keys.snapshot_state()}).strings();
+    auto snapshot = redis.checked(keys.snapshot_state(), {"HGETALL", keys.snapshot_state()}).strings();
     for (std::size_t i = 0; i + 1 < snapshot.size(); i += 2) r.snapshot.emplace_back(snapshot[i], snapshot[i + 1]);
     // The backfill's state, its status first, then in the order an operator reads it.
     const std::vector<std::string> order = {"status", "request", "table", "rows", "chunks", "after", "done", "queue"};
-    auto backfill = redis.checked({"HMGET", keys.backfill(), order[0], order[1], order[2], order[3], order[4], order[5],
-                                   order[6], order[7]})
+    auto backfill = redis.checked(keys.backfill(), {"HMGET", keys.backfill(), order[0], order[1], order[2], order[3],
+                                                    order[4], order[5], order[6], order[7]})
                         .optional_strings();
     for (std::size_t i = 0; i < backfill.size() && i < order.size(); ++i) {
       if (backfill[i] && !backfill[i]->empty()) r.backfill.emplace_back(order[i], *backfill[i]);
     }
 
     std::vector<std::string> found;
-    std::string cursor = "0";
     auto deadline = std::chrono::steady_clock::now() + kScanBudget;
-    do {
-      auto page = redis.checked({"SCAN", cursor, "MATCH", glob_escape(o.prefix) + "*", "COUNT", "1000", "TYPE",
-                                 "stream"});
-      const redisReply* p = page.raw();
-      if (p->type != REDIS_REPLY_ARRAY || p->elements != 2) throw RedisError(RedisError::Kind::Fatal, "odd SCAN reply");
-      cursor = text(p->element[0]);
-      for (std::size_t i = 0; i < p->element[1]->elements; ++i) found.push_back(text(p->element[1]->element[i]));
-      if (std::chrono::steady_clock::now() > deadline) {
+    bool out_of_time = false;
+    // A cluster's streams are spread over its masters: each is scanned.
+    for (const auto& master : redis.masters()) {
+      std::string cursor = "0";
+      do {
+        auto page = redis.checked_on(master, {"SCAN", cursor, "MATCH", glob_escape(o.prefix) + "*", "COUNT", "1000",
+                                              "TYPE", "stream"});
+        const redisReply* p = page.raw();
+        if (p->type != REDIS_REPLY_ARRAY || p->elements != 2) {
+          throw RedisError(RedisError::Kind::Fatal, "odd SCAN reply");
+        }
+        cursor = text(p->element[0]);
+        for (std::size_t i = 0; i < p->element[1]->elements; ++i) found.push_back(text(p->element[1]->element[i]));
+        out_of_time = std::chrono::steady_clock::now() > deadline;
+      } while (cursor != "0" && !out_of_time);
+      if (out_of_time) {
         r.reasons.push_back(fmt::format("scanning Redis for the streams under '{}' took more than {} s: the list "
                                         "below is incomplete",
                                         o.prefix, kScanBudget.count()));
         break;
       }
-    } while (cursor != "0");
+    }
     std::sort(found.begin(), found.end());
     found.erase(std::unique(found.begin(), found.end()), found.end());  // SCAN may return a key twice
     for (const auto& key : found) {
@@ -242,7 +254,7 @@ void gather_redis(const StatusOptions& o, Report& r) {
 
 // The problems, from what was gathered: each one line an operator can act on.
 void judge(const StatusOptions& o, Report& r) {
-  Keys keys{o.prefix, o.slot};
+  Keys keys{o.prefix, o.slot, r.redis_cluster};
   if (r.pg_ok && !r.slot_exists) {
     if (r.checkpoint_lsn) {
       r.reasons.push_back(fmt::format("replication slot '{}' does not exist, but Redis holds a checkpoint for it at "
@@ -323,7 +335,7 @@ std::optional<std::string> nonempty(const std::string& s) {
 }
 
 std::string json_report(const StatusOptions& o, const Report& r) {
-  Keys keys{o.prefix, o.slot};
+  Keys keys{o.prefix, o.slot, r.redis_cluster};
   JsonWriter w;
   w.start_object();
   w.key("healthy");
@@ -395,6 +407,12 @@ std::string json_report(const StatusOptions& o, const Report& r) {
   w.boolean(r.redis_ok);
   w.key("server");
   w.string(o.redis.display());
+  w.key("cluster");
+  w.boolean(r.redis_cluster);
+  if (r.redis_cluster) {
+    w.key("masters");
+    w.number(static_cast<std::uint64_t>(r.redis_masters));
+  }
   w.end_object();
 
   w.key("checkpoint");
@@ -497,7 +515,7 @@ void table(std::ostream& out, const std::vector<std::vector<std::string>>& rows,
 }
 
 void human_report(std::ostream& out, const StatusOptions& o, const Report& r) {
-  Keys keys{o.prefix, o.slot};
+  Keys keys{o.prefix, o.slot, r.redis_cluster};
   out << "PostgreSQL   " << (r.pg_ok ? fmt::format("{}, WAL at {}", r.pg_server, r.wal_lsn) : "unreachable") << '\n';
   std::string slot;
   if (!r.pg_ok) {
@@ -524,7 +542,9 @@ void human_report(std::ostream& out, const StatusOptions& o, const Report& r) {
     if (r.publication_tables.empty()) pub += "no tables";
   }
   out << "publication  " << o.publication << ": " << pub << '\n';
-  out << "Redis        " << o.redis.display() << (r.redis_ok ? "" : " unreachable") << '\n';
+  out << "Redis        " << o.redis.display()
+      << (r.redis_cluster ? fmt::format(" (Redis Cluster, {} masters)", r.redis_masters) : "")
+      << (r.redis_ok ? "" : " unreachable") << '\n';
   std::string cp;
   if (!r.redis_ok) {
     cp = "unknown";

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -15,7 +16,9 @@
 #include "keys.h"
 #include "log.h"
 #include "record_json.h"
+#include "cluster_slots.h"
 #include "redis_client.h"
+#include "redis_commands.h"
 #include "stop_signal.h"
 #include "stream_id.h"
 #include "type_codec.h"
@@ -25,6 +28,9 @@ namespace {
 
 constexpr std::uint64_t kBatch = 512;
 constexpr auto kMaxBackoff = std::chrono::seconds(10);
+// On a Redis Cluster one XREAD reads streams of one hash slot only: streams in several slots are read
+// without blocking, one read per slot, and when none had anything the next round waits this long.
+constexpr auto kClusterPoll = std::chrono::milliseconds(20);
 
 // stdout could not take a line: the entry stays unacknowledged. `closed`: the reader went away (EPIPE).
 struct OutputFailed {
@@ -123,7 +129,16 @@ class Tailer {
   void connect() {
     client_.reset();
     // A blocking read returns after `block` at the latest; more than that without a reply is an outage.
-    client_ = std::make_unique<RedisClient>(o_.redis, o_.block + std::chrono::seconds(10));
+    client_ = connect_redis(o_.redis, o_.block + std::chrono::seconds(10));
+    by_slot_.clear();
+    if (client_->is_cluster()) {
+      std::map<std::uint16_t, std::vector<std::size_t>> slots;
+      for (std::size_t i = 0; i < keys_.size(); ++i) slots[key_slot(keys_[i])].push_back(i);
+      for (auto& [slot, streams] : slots) by_slot_.push_back(std::move(streams));
+    } else {
+      by_slot_.emplace_back();
+      for (std::size_t i = 0; i < keys_.size(); ++i) by_slot_.back().push_back(i);
+    }
     if (grouped()) {
       create_groups();
     } else if (ids_.empty()) {
@@ -172,7 +187,7 @@ class Tailer {
   }
 
   std::string last_generated_id(const std::string& key) {
-    auto r = client_->command({"XINFO", "STREAM", key});
+    auto r = client_->command(key, {"XINFO", "STREAM", key});
     if (r.is_error()) {
       // No stream yet: everything it will ever hold is new.
       if (r.str().find("no such key") != std::string_view::npos) return "0-0";
@@ -192,7 +207,7 @@ class Tailer {
                         : o_.start == TailOptions::Start::After   ? o_.from_id.str()
                                                                   : "$";
     for (const auto& key : keys_) {
-      auto r = client_->command({"XGROUP", "CREATE", key, o_.group, start, "MKSTREAM"});
+      auto r = client_->command(key, {"XGROUP", "CREATE", key, o_.group, start, "MKSTREAM"});
       // BUSYGROUP: the group exists and keeps its own position; the start only applies to a new group.
       if (r.is_error() && !r.str().starts_with("BUSYGROUP")) {
         auto msg = std::string(r.str());
@@ -204,8 +219,7 @@ class Tailer {
 
   // The reply's entries of all streams, in ID order: walstream's IDs are commit LSNs, so this is the
   // order in which PostgreSQL committed them (within one read).
-  std::vector<Delivered> collect(const RedisReply& reply) {
-    std::vector<Delivered> out;
+  void collect(const RedisReply& reply, std::vector<Delivered>& out) {
     for (auto& [key, entries] : reply.streams()) {
       auto it = std::find(keys_.begin(), keys_.end(), key);
       if (it == keys_.end()) continue;
@@ -215,6 +229,31 @@ class Tailer {
         out.push_back(Delivered{index, std::move(e), id});
       }
     }
+  }
+
+  // One XREAD/XREADGROUP per hash slot of the streams (one Redis: one for all), `head` + the slot's
+  // streams + each one's ID from `id_of`; blocking only when one read covers every stream. Entries
+  // in ID order: walstream's IDs are commit LSNs, so in the order PostgreSQL committed them (within a
+  // read; across slots, within what each read returned).
+  template <typename IdOf>
+  std::vector<Delivered> read(const std::vector<std::string>& head, const std::vector<std::string>& block,
+                              const std::vector<bool>& skip, IdOf id_of) {
+    std::vector<Delivered> out;
+    bool one = by_slot_.size() == 1;
+    for (const auto& streams : by_slot_) {
+      std::vector<std::string> argv = head;
+      if (one) argv.insert(argv.end(), block.begin(), block.end());
+      argv.push_back("STREAMS");
+      std::vector<std::size_t> picked;
+      for (auto i : streams) {
+        if (skip.empty() || !skip[i]) picked.push_back(i);
+      }
+      if (picked.empty()) continue;
+      for (auto i : picked) argv.push_back(keys_[i]);
+      for (auto i : picked) argv.push_back(id_of(i));
+      collect(client_->checked(keys_[picked.front()], argv), out);
+    }
+    if (out.empty() && !one && !block.empty()) std::this_thread::sleep_for(kClusterPoll);
     std::stable_sort(out.begin(), out.end(), [](const Delivered& a, const Delivered& b) { return a.id < b.id; });
     return out;
   }
@@ -235,11 +274,9 @@ class Tailer {
 
   void read_plain() {
     while (!finished()) {
-      std::vector<std::string> argv{"XREAD", "COUNT", batch_size(), "BLOCK", std::to_string(o_.block.count()),
-                                    "STREAMS"};
-      argv.insert(argv.end(), keys_.begin(), keys_.end());
-      argv.insert(argv.end(), ids_.begin(), ids_.end());
-      for (const auto& d : collect(client_->checked(argv))) {
+      auto batch = read({"XREAD", "COUNT", batch_size()}, {"BLOCK", std::to_string(o_.block.count())}, {},
+                        [&](std::size_t i) { return ids_[i]; });
+      for (const auto& d : batch) {
         if (finished()) return;
         ids_[d.stream] = d.entry.id;
         print(d);
@@ -274,7 +311,7 @@ class Tailer {
       if (acks[i].empty()) continue;
       std::vector<std::string> argv{"XACK", keys_[i], o_.group};
       argv.insert(argv.end(), acks[i].begin(), acks[i].end());
-      client_->checked(argv);
+      client_->checked(keys_[i], argv);
     }
   }
 
@@ -283,16 +320,9 @@ class Tailer {
     std::vector<std::string> after(keys_.size(), "0");
     std::vector<bool> drained(keys_.size(), false);
     while (!finished()) {
-      std::vector<std::string> argv{"XREADGROUP", "GROUP", o_.group, o_.consumer, "COUNT", batch_size(), "STREAMS"};
-      std::vector<std::string> ids;
-      for (std::size_t i = 0; i < keys_.size(); ++i) {
-        if (drained[i]) continue;
-        argv.push_back(keys_[i]);
-        ids.push_back(after[i]);
-      }
-      if (ids.empty()) return;
-      argv.insert(argv.end(), ids.begin(), ids.end());
-      auto batch = collect(client_->checked(argv));
+      if (std::all_of(drained.begin(), drained.end(), [](bool d) { return d; })) return;
+      auto batch = read({"XREADGROUP", "GROUP", o_.group, o_.consumer, "COUNT", batch_size()}, {}, drained,
+                        [&](std::size_t i) { return after[i]; });
       // A stream with nothing left pending comes back empty (or not at all): drop it from the next read.
       std::vector<bool> seen(keys_.size(), false);
       for (const auto& d : batch) seen[d.stream] = true;
@@ -305,11 +335,8 @@ class Tailer {
 
   void read_group_new() {
     while (!finished()) {
-      std::vector<std::string> argv{"XREADGROUP", "GROUP", o_.group, o_.consumer, "COUNT", batch_size(),
-                                    "BLOCK",      std::to_string(o_.block.count()), "STREAMS"};
-      argv.insert(argv.end(), keys_.begin(), keys_.end());
-      argv.insert(argv.end(), keys_.size(), ">");
-      deliver(collect(client_->checked(argv)));
+      deliver(read({"XREADGROUP", "GROUP", o_.group, o_.consumer, "COUNT", batch_size()},
+                   {"BLOCK", std::to_string(o_.block.count())}, {}, [](std::size_t) { return std::string(">"); }));
     }
   }
 
@@ -317,7 +344,8 @@ class Tailer {
   std::vector<std::string> keys_;
   std::vector<Format> formats_;  // per key
   std::vector<std::string> ids_;  // without a group: the last ID read per stream
-  std::unique_ptr<RedisClient> client_;
+  std::unique_ptr<RedisCommands> client_;
+  std::vector<std::vector<std::size_t>> by_slot_;  // stream indexes, one list per XREAD (per hash slot)
   std::uint64_t printed_ = 0;
 };
 

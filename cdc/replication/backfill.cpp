@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "pg_time.h"
 #include "redis_client.h"
+#include "redis_commands.h"
 #include "snapshot.h"
 
 namespace walstream {
@@ -116,12 +117,12 @@ void Backfill::append_key_part(std::string& key, std::string_view value) {
   key.append(value);
 }
 
-Backfill::Backfill(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until)
+Backfill::Backfill(const Config& config, Catalog& catalog, ChangeWriter& writer, WaitUntil wait_until)
     : config_(config),
       catalog_(catalog),
       writer_(writer),
       wait_until_(std::move(wait_until)),
-      keys_{config.prefix, config.slot} {
+      keys_{config.prefix, config.slot, config.redis_cluster} {
   std::random_device rd;
   nonce_ = fmt::format("{:08x}{:08x}", rd(), rd());
 }
@@ -170,8 +171,8 @@ void Backfill::resume() {
       published_.insert(static_cast<std::uint32_t>(std::stoul(PQgetvalue(tables.get(), i, 0))));
     }
   }
-  RedisClient redis(config_.redis);
-  auto all = redis.checked({"HGETALL", keys_.backfill()}).strings();
+  auto redis = connect_redis(config_.redis);  // one Redis, Sentinel or a cluster (its key layout: keys_)
+  auto all = redis->checked(keys_.backfill(), {"HGETALL", keys_.backfill()}).strings();
   std::unordered_map<std::string, std::string> f;
   for (std::size_t i = 0; i + 1 < all.size(); i += 2) f[all[i]] = all[i + 1];
   // Requests are served in commit order: one at or below what Redis knows of was seen already (its

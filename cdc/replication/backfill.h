@@ -73,7 +73,7 @@ class Backfill {
   static std::string encode(std::string_view slot, const Request& r);
   static Request decode(std::string_view content, std::string* slot);
 
-  Backfill(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until);
+  Backfill(const Config& config, Catalog& catalog, ChangeWriter& writer, WaitUntil wait_until);
 
   // At session start: the state Redis holds (a request interrupted by a stop or a crash goes on).
   void resume();
@@ -162,7 +162,7 @@ class Backfill {
 
   const Config& config_;
   Catalog& catalog_;
-  StreamWriter& writer_;
+  ChangeWriter& writer_;
   WaitUntil wait_until_;
   Keys keys_;
   std::optional<PgConnection> sql_;

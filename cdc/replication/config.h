@@ -28,6 +28,7 @@ struct OutboxColumns {
 struct Config {
   std::string pg;  // libpq conninfo or URI; empty means libpq's PG* variables
   RedisUrl redis;
+  bool redis_cluster = false;  // found at start (connect_redis): the cluster key layout and ClusterWriter
   std::string slot = "walstream";
   std::string publication = "walstream";
   // (schema, table) of a publication walstream creates (empty schema: the search path); empty = all
@@ -60,6 +61,10 @@ struct RunState {
   bool resnapshot = false;
   bool adopt_slot = false;
   bool streamed = false;  // a session started replication (this instance was active)
+  // A Redis Cluster's nodes (masters and replicas) as the last session's slot map named them: seeds
+  // for the next one besides the URL's, so that a session ending because a seed's master died can
+  // find the cluster again through the replica that took over.
+  std::vector<RedisEndpoint> cluster_nodes;
 };
 
 }  // namespace walstream

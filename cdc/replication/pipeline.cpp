@@ -11,7 +11,7 @@
 
 namespace walstream {
 
-Pipeline::Pipeline(Catalog& catalog, StreamWriter& writer, Options options, WaitUntil wait_until)
+Pipeline::Pipeline(Catalog& catalog, ChangeWriter& writer, Options options, WaitUntil wait_until)
     : catalog_(catalog), writer_(writer), options_(std::move(options)), wait_until_(std::move(wait_until)) {
   if (options_.transactions) transactions_stream_ = writer_.stream(keys_.transactions());
 }
@@ -177,7 +177,7 @@ void Pipeline::on(const pgoutput::Message& m) {
   writer_.mark_commit(m.lsn);
 }
 
-bool Pipeline::add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields) {
+bool Pipeline::add(ChangeWriter::Handle stream, StreamId id, ChangeWriter::Fields fields) {
   // Full before adding, not after: the transaction's last entries then stay in the chunk its commit
   // (and its marker) closes.
   send_if_full(writer_, wait_until_);
@@ -252,7 +252,7 @@ void Pipeline::on(const pgoutput::Relation& m) {
   t.outbox = std::move(o);
 }
 
-StreamWriter::Handle Pipeline::event_stream(std::string_view aggregate_type) {
+ChangeWriter::Handle Pipeline::event_stream(std::string_view aggregate_type) {
   auto stream = writer_.stream(keys_.events(aggregate_type));  // the writer keeps streams by key
   ensure_hwm(writer_, stream, wait_until_);
   return stream;

@@ -35,7 +35,7 @@ class Pipeline {
     std::vector<std::string> outbox_tables;     // qualified names: their inserts become events
     OutboxColumns outbox_columns;
   };
-  Pipeline(Catalog& catalog, StreamWriter& writer, Options options, WaitUntil wait_until);
+  Pipeline(Catalog& catalog, ChangeWriter& writer, Options options, WaitUntil wait_until);
 
   // One XLogData payload; data_start is the LSN of the change it carries.
   void handle(const copy::XLogData& data);
@@ -67,7 +67,7 @@ class Pipeline {
   };
   struct Target {
     const TableInfo* table = nullptr;
-    StreamWriter::Handle stream = 0;
+    ChangeWriter::Handle stream = 0;
     bool registered = false;  // the schema version's registry entry is queued in this session
     std::optional<Outbox> outbox;
     metrics::Counter* published = nullptr;  // walstream_changes_total{table}: entries added (not replays)
@@ -89,17 +89,17 @@ class Pipeline {
   void emit(Target& t, std::span<const Field> fields);
   // Adds one entry of the open transaction (the next seq); counts it for the transaction's marker.
   // False when Redis already has it (a replay).
-  bool add(StreamWriter::Handle stream, StreamId id, StreamWriter::Fields fields);
+  bool add(ChangeWriter::Handle stream, StreamId id, ChangeWriter::Fields fields);
   void add_marker();
   void publish_event(Target& t, const pgoutput::Insert& m);
   void count_change(Target& t);
   // For the backfill's window: the changed row's key (its key columns' values) in `tuple`.
   void note_change(const Target& t, const pgoutput::Tuple& tuple);  // one more entry of t's table in the open transaction
-  StreamWriter::Handle event_stream(std::string_view aggregate_type);
+  ChangeWriter::Handle event_stream(std::string_view aggregate_type);
   void require_transaction(const char* what) const;
 
   Catalog& catalog_;
-  StreamWriter& writer_;
+  ChangeWriter& writer_;
   Backfill* backfill_ = nullptr;
   Options options_;
   const Keys& keys_ = options_.keys;
@@ -132,9 +132,9 @@ class Pipeline {
   std::vector<std::pair<metrics::Counter*, std::uint64_t>> txn_changes_;  // the open transaction's
   std::deque<Unsettled> unsettled_;
 
-  StreamWriter::Handle transactions_stream_ = 0;
+  ChangeWriter::Handle transactions_stream_ = 0;
   // The open transaction's entries per stream (for its marker), in first-touched order.
-  std::vector<std::pair<StreamWriter::Handle, std::uint64_t>> txn_streams_;
+  std::vector<std::pair<ChangeWriter::Handle, std::uint64_t>> txn_streams_;
   std::vector<std::pair<std::string_view, std::string_view>> fields_;
   JsonWriter marker_json_;
   std::string marker_changes_;

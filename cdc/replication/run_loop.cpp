@@ -5,13 +5,17 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "byte_reader.h"
 #include "backfill.h"
 #include "catalog.h"
+#include "cluster_writer.h"
 #include "copy_protocol.h"
 #include "errors.h"
 #include "log.h"
@@ -20,6 +24,7 @@
 #include "pg_time.h"
 #include "pipeline.h"
 #include "redis_client.h"
+#include "redis_commands.h"
 #include "keys.h"
 #include "retention.h"
 #include "sentinel.h"
@@ -94,16 +99,19 @@ class Session {
         probe_(probe),
         guard_(config.lag_warn, config.slot),
         retention_(retention),
-        writer_(writer_options(config)),
+        writer_holder_(make_writer(config, cluster_)),
+        writer_(*writer_holder_),
         catalog_(config.pg),
         repl_(PgConnection::open(config.pg, true)),
         pipeline_(catalog_, writer_, pipeline_options(config),
                   [this](const std::function<bool()>& done) { wait_until(done); }),
         backfill_(config, catalog_, writer_, [this](const std::function<bool()>& done) { wait_until(done); }) {
     pipeline_.set_backfill(&backfill_);
+    if (cluster_) cluster_->set_wait_until([this](const std::function<bool()>& done) { wait_until(done); });
   }
 
   ~Session() {
+    if (cluster_) once_.cluster_nodes = cluster_->nodes();
     log_replays();
     publish_metrics();
     auto& m = metrics::registry();
@@ -137,6 +145,8 @@ class Session {
     log::debug("Redis checkpoint {} for slot '{}'", copy::format_lsn(checkpoint), config_.slot);
     // Never report less than the slot already confirmed: an early keepalive may carry an older WAL end.
     flushed_ = slots.confirmed_flush();
+    // On a cluster every group the slot lists must hold what PostgreSQL confirmed too.
+    if (cluster_) cluster_->check_groups(flushed_);
     backfill_.resume();
     repl_.start_copy_both(start);
     streaming_ = true;
@@ -144,9 +154,9 @@ class Session {
     // This instance holds the slot now: a new epoch, and every chunk from here on is applied only
     // while it stands, so a predecessor that was paused (not dead) can never land a chunk after us.
     {
-      const auto key = Keys{config_.prefix, config_.slot}.epoch();
-      RedisClient redis(config_.redis);
-      auto epoch = static_cast<std::uint64_t>(redis.checked({"INCR", key}).integer());
+      const auto key = Keys{config_.prefix, config_.slot, config_.redis_cluster}.epoch();
+      auto redis = connect_redis(config_.redis);
+      auto epoch = static_cast<std::uint64_t>(redis->checked(key, {"INCR", key}).integer());
       writer_.fence(key, epoch);
       log::debug("slot '{}': active with epoch {}", config_.slot, epoch);
     }
@@ -167,7 +177,7 @@ class Session {
         // as the previous one is stored, overlapping Redis's work with decoding.
         if (++since_io >= 64) {
           since_io = 0;
-          service_redis(true, true);
+          service_redis();
           maybe_send_chunk();
           maybe_send_status(false);
           if (!pipeline_.in_transaction()) backfill_.step();
@@ -259,7 +269,7 @@ class Session {
       }
       return std::max(flushed_, vouched_);
     }
-    auto j = judge_sentinels(view, writer_.node(), config_.redis.sentinels.size());
+    auto j = judge_sentinels(view, writer_.master(), config_.redis.sentinels.size());
     if (j.verdict == SentinelJudgement::Verdict::Moved) {
       throw RedisError(RedisError::Kind::Transient,
                        fmt::format("Redis Sentinel: {}, not where this session writes ({}); not confirming what the "
@@ -367,7 +377,7 @@ class Session {
     next_status_ = now + config_.status_interval;
   }
 
-  void service_redis(bool readable, bool writable) { writer_.on_io(readable, writable); }
+  void service_redis() { writer_.service(); }
 
   // A slice of the retention pass when one is due (its own blocking connection, a few ms at a time).
   void run_retention() {
@@ -411,23 +421,24 @@ class Session {
       coalesce_pg_wakeups(read_since_poll_ >= kBacklogBytes);
       read_since_poll_ = 0;
     }
-    pollfd fds[4];
-    int n = 0;
-    fds[n++] = {repl_.socket(),
-                static_cast<short>(streaming_ ? ((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)) : 0), 0};
-    fds[n++] = {writer_.fd(),
-                static_cast<short>((writer_.wants_read() ? POLLIN : 0) | (writer_.wants_write() ? POLLOUT : 0)), 0};
-    fds[n++] = {stop_pipe_fd(), POLLIN, 0};
+    // PostgreSQL, the stop pipe, a backfill's SELECT, then the writer's sockets (one per group on a cluster).
+    auto& fds = fds_;
+    fds.clear();
+    fds.push_back({repl_.socket(),
+                   static_cast<short>(streaming_ ? ((read_pg ? POLLIN : 0) | (repl_.flush() ? 0 : POLLOUT)) : 0), 0});
+    fds.push_back({stop_pipe_fd(), POLLIN, 0});
     // A backfill chunk's SELECT in PostgreSQL: what it sends is taken in at any time (so that it does
     // not wait on a full socket while walstream waits for Redis), its result used between transactions.
     const int backfill_fd = backfill_.read_fd();
-    if (backfill_fd >= 0) fds[n++] = {backfill_fd, POLLIN, 0};
+    fds.push_back({backfill_fd, POLLIN, 0});  // a negative fd is ignored by poll()
+    constexpr std::size_t kWriterFds = 3;
+    writer_.poll_fds(fds);
     // Before streaming there are no status deadlines: wait for Redis (or a signal) alone.
     auto wait = streaming_ ? std::chrono::duration_cast<std::chrono::milliseconds>(next_status_ - Clock::now()).count()
                            : 1000L;
     int timeout = static_cast<int>(std::clamp<long>(wait, 0, coalescing_ && read_pg ? kCoalesceWaitMs : 1000));
     if (retention_ && retention_->busy()) timeout = std::min(timeout, 10);  // a pass goes on between waits
-    int r = ::poll(fds, n, timeout);
+    int r = ::poll(fds.data(), fds.size(), timeout);
     if (r < 0) {
       if (errno == EINTR) return;
       throw PgError(true, "poll failed");
@@ -435,12 +446,9 @@ class Session {
     // A coalescing wait that timed out still takes what arrived meanwhile.
     bool pg_ready = (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) || (coalescing_ && read_pg && r == 0);
     if (streaming_ && pg_ready) repl_.consume_input();
-    if (fds[1].revents) {
-      bool hup = fds[1].revents & (POLLERR | POLLHUP);
-      service_redis((fds[1].revents & POLLIN) || hup, (fds[1].revents & POLLOUT) || hup);
-    }
-    if (fds[2].revents & POLLIN) drain_stop_pipe();
-    if (backfill_fd >= 0 && fds[3].revents) {
+    writer_.on_poll(fds.data() + kWriterFds, fds.size() - kWriterFds);
+    if (fds[1].revents & POLLIN) drain_stop_pipe();
+    if (backfill_fd >= 0 && fds[2].revents) {
       backfill_.pump();
       if (read_pg && !pipeline_.in_transaction()) backfill_.step();
     }
@@ -484,6 +492,14 @@ class Session {
     log::info("stopped; received up to {}, confirmed {}", copy::format_lsn(received_), copy::format_lsn(flushed_));
   }
 
+  // One Redis (or Sentinel): a StreamWriter; a cluster: a ClusterWriter, one StreamWriter per group.
+  static std::unique_ptr<ChangeWriter> make_writer(const Config& c, ClusterWriter*& cluster) {
+    if (!c.redis_cluster) return std::make_unique<StreamWriter>(writer_options(c));
+    auto w = std::make_unique<ClusterWriter>(writer_options(c), Keys{c.prefix, c.slot, true});
+    cluster = w.get();
+    return w;
+  }
+
   static StreamWriter::Options writer_options(const Config& c) {
     StreamWriter::Options o;
     o.chunk_stored = [](double seconds) { metrics::registry().chunk_seconds.observe(seconds); };
@@ -497,7 +513,7 @@ class Session {
 
   static Pipeline::Options pipeline_options(const Config& c) {
     Pipeline::Options o;
-    o.keys = Keys{c.prefix, c.slot};
+    o.keys = Keys{c.prefix, c.slot, c.redis_cluster};
     o.messages = c.messages;
     o.message_prefixes = c.message_prefixes;
     o.transactions = c.transactions;
@@ -518,7 +534,9 @@ class Session {
   std::optional<PgConnection>& probe_;
   WalGuard guard_;
   Retention* retention_;  // --retention acked; outlives sessions (its time index and counters)
-  StreamWriter writer_;
+  ClusterWriter* cluster_ = nullptr;  // writer_ on a Redis Cluster
+  std::unique_ptr<ChangeWriter> writer_holder_;
+  ChangeWriter& writer_;
   Catalog catalog_;
   PgConnection repl_;
   Pipeline pipeline_;
@@ -532,6 +550,7 @@ class Session {
   Clock::time_point last_wait_warning_{};
   bool streaming_ = false;
   std::size_t read_since_poll_ = 0;  // bytes of CopyData handled since the last poll
+  std::vector<pollfd> fds_;          // poll_once's, kept to spare an allocation per wait
   bool coalescing_ = false;
   bool stop_seen_ = false;
   Clock::time_point stop_at_{};
@@ -575,11 +594,13 @@ void sleep_interruptibly(std::chrono::milliseconds d) {
 }  // namespace
 
 
-int run(const Config& config) {
+int run(const Config& given) {
+  // On a cluster the seeds grow with the nodes the last session's slot map named (RunState).
+  Config config = given;
   metrics::registry().reconnects.at("postgresql");  // both series exist from the start, at 0
   metrics::registry().reconnects.at("redis");
   auto backoff = std::chrono::milliseconds(100);
-  RunState once{config.resnapshot, config.adopt_slot};
+  RunState once{config.resnapshot, config.adopt_slot, false, {}};
   bool failing = false;  // the last session ended with an error that is being retried
   bool standby = false;  // the slot is held by another walsender; said once
   std::optional<PgConnection> probe;  // a standby's look at pg_replication_slots, and the WAL guard's
@@ -595,6 +616,15 @@ int run(const Config& config) {
         continue;
       }
       if (!standby) m.role.store(metrics::Role::Starting);
+      if (config.redis_cluster && !once.cluster_nodes.empty()) {
+        config.redis.seeds = given.redis.seed_nodes();
+        for (const auto& n : once.cluster_nodes) {
+          if (std::find(config.redis.seeds.begin(), config.redis.seeds.end(), n) == config.redis.seeds.end()) {
+            config.redis.seeds.push_back(n);
+          }
+        }
+        if (retention) retention->set_url(config.redis);
+      }
       Session session(config, once, probe, retention ? &*retention : nullptr);
       session.run();
       return 0;

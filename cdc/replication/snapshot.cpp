@@ -74,7 +74,7 @@ std::string field(const PgResult& r, int row, int col) { return PQgetvalue(r.get
 
 }  // namespace
 
-SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until,
+SlotKeeper::SlotKeeper(const Config& config, Catalog& catalog, ChangeWriter& writer, WaitUntil wait_until,
                        RunState& once)
     : config_(config), catalog_(catalog), writer_(writer), wait_until_(std::move(wait_until)), once_(once) {}
 
@@ -391,7 +391,10 @@ void SlotKeeper::copy(SlotStore& store, const std::string& snapshot_name, std::u
     progress.done();
   }
   conn.exec("COMMIT", PGRES_COMMAND_OK);
-  // The copy is complete only when Redis holds all of it: the state moves in the last chunk.
+  // The copy is complete only when Redis holds all of it: the state moves in the last chunk. On a
+  // cluster the rows of other slots cannot share that chunk: they are stored first (a crash before the
+  // state moved leaves `copying`, and the copy is redone).
+  if (config_.redis_cluster) drain(writer_, wait_until_);
   writer_.add_hset(keys().snapshot_state(), "status", "publishing");
   drain(writer_, wait_until_);
 }

@@ -28,7 +28,7 @@ class SlotKeeper {
   static constexpr long kSetupLockClass = 0x57414c53;  // "WALS"
 
   // `once` (--resnapshot, --adopt-slot) is cleared once acted on, so a reconnect does not redo it.
-  SlotKeeper(const Config& config, Catalog& catalog, StreamWriter& writer, WaitUntil wait_until, RunState& once);
+  SlotKeeper(const Config& config, Catalog& catalog, ChangeWriter& writer, WaitUntil wait_until, RunState& once);
 
   // One instance at a time (a PostgreSQL advisory lock; a second one is told the slot is in use and
   // becomes a standby). Makes sure the slot exists, that Redis holds what the slot says is stored, and that any snapshot
@@ -46,7 +46,7 @@ class SlotKeeper {
     std::uint64_t confirmed = 0;  // confirmed_flush_lsn (0: none yet)
     std::string wal_status;       // '' when unknown
   };
-  Keys keys() const { return Keys{config_.prefix, config_.slot}; }
+  Keys keys() const { return Keys{config_.prefix, config_.slot, config_.redis_cluster}; }
   PgConnection& sql();
   void lock_setup();
   void unlock_setup();
@@ -61,7 +61,7 @@ class SlotKeeper {
 
   const Config& config_;
   Catalog& catalog_;
-  StreamWriter& writer_;
+  ChangeWriter& writer_;
   WaitUntil wait_until_;
   RunState& once_;
   std::optional<PgConnection> sql_;  // slot look-ups, opened on first use

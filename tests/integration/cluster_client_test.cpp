@@ -102,6 +102,55 @@ TEST(ClusterClient, FollowsMovedAfterAMigrationAndAskInTheMiddleOfOne) {
   EXPECT_EQ(text_of(r), "fresh");
 }
 
+// A transaction (SlotStore's checkpoint + snapshot state) goes whole to one node: before, during (ASK:
+// ASKING before MULTI, so every queued command is taken by the importing node) and after a migration
+// (MOVED: sent again whole to the new master), and a refusal while queueing applies nothing.
+TEST(ClusterClient, TransactionsGoWholeToTheSlotsNodeThroughAMigration) {
+  auto& c = cluster();
+  ClusterClient client(walstream::parse_redis_url(c.seed_url()));
+  const std::uint16_t slot = 9001;
+  const int from = c.master_of_slot(slot);
+  int to = 0;
+  for (int p : c.master_ports()) {
+    if (p != from) to = p;
+  }
+  auto keys = keys_in_slot(slot, 3);
+  auto write = [&](const std::string& value) {
+    client.transaction(keys[0], {{"HSET", keys[0], "lsn", value}, {"HDEL", keys[0], "creating"},
+                                 {"HSET", keys[1], "status", value}});
+  };
+  ASSERT_NO_THROW(write("1"));
+  EXPECT_EQ(redis_command(from, {"HGET", keys[0], "lsn"}).at(0), "1");
+  EXPECT_EQ(redis_command(from, {"HGET", keys[1], "status"}).at(0), "1");
+
+  // In the middle, both keys moved: the source answers ASK for them, the transaction runs on the target.
+  c.begin_migration(slot, from, to);
+  ASSERT_EQ(c.migrate_keys(slot, from, to), 2u);
+  const auto asked = client.asked();
+  ASSERT_NO_THROW(write("2"));
+  EXPECT_EQ(client.asked() - asked, 1);
+
+  // (The importing node answers a plain command for the slot with MOVED until the slot is its own.)
+  c.finish_migration(slot, from, to);
+  c.wait_ready();
+  EXPECT_EQ(redis_command(to, {"HGET", keys[0], "lsn"}).at(0), "2");
+  EXPECT_EQ(redis_command(to, {"HGET", keys[1], "status"}).at(0), "2");
+  const auto moved = client.moved();
+  ASSERT_NO_THROW(write("3"));
+  EXPECT_EQ(client.moved() - moved, 1);
+  EXPECT_EQ(redis_command(to, {"HGET", keys[0], "lsn"}).at(0), "3");
+  EXPECT_EQ(redis_command(to, {"HGET", keys[1], "status"}).at(0), "3");
+
+  // A command refused while queueing (wrong number of arguments): EXEC never runs, nothing of it is applied.
+  ASSERT_FALSE(client.command(keys[2], {"SET", keys[2], "a string"}).is_error());
+  EXPECT_THROW(client.transaction(keys[0], {{"HSET", keys[0], "lsn", "4"}, {"HSET", keys[2]}}), walstream::RedisError);
+  EXPECT_EQ(redis_command(to, {"HGET", keys[0], "lsn"}).at(0), "3");
+  // A key of another slot (MOVED while queueing, or CROSSSLOT at EXEC): a refusal, not a redirection.
+  EXPECT_THROW(client.transaction(keys[0], {{"HSET", keys[0], "lsn", "5"}, {"HSET", "elsewhere", "f", "v"}}),
+               walstream::RedisError);
+  EXPECT_EQ(redis_command(to, {"HGET", keys[0], "lsn"}).at(0), "3");
+}
+
 TEST(ClusterClient, WritesReachTheNewMasterAfterAFailover) {
   auto& c = cluster();
   ClusterClient client(walstream::parse_redis_url(c.seed_url()));

@@ -832,8 +832,10 @@ Scope::~Scope() {
 
 std::vector<std::string> Scope::args() const { return args(redis()); }
 
-std::vector<std::string> Scope::args(const Redis& r) const {
-  return {"run",      "--pg",          conninfo, "--redis",           r.url(), "--slot", slot, "--publication",
+std::vector<std::string> Scope::args(const Redis& r) const { return args(r.url()); }
+
+std::vector<std::string> Scope::args(const std::string& redis_url) const {
+  return {"run",      "--pg",          conninfo, "--redis",           redis_url, "--slot", slot, "--publication",
           publication, "--prefix", prefix,   "--status-interval", "1"};
 }
 

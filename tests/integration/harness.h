@@ -236,6 +236,7 @@ struct Scope {
   std::vector<std::string> args() const;
   // The same against another Redis than the shared one.
   std::vector<std::string> args(const Redis& redis) const;
+  std::vector<std::string> args(const std::string& redis_url) const;  // a cluster's seeds, a sentinel URL…
   void sql(const std::string& statements) const { harness::sql(conninfo, statements); }
   std::string query_one(const std::string& select) const { return harness::query_one(conninfo, select); }
   // The slot's confirmed_flush_lsn reached the current WAL insert position.

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "reference.h"
 
 using namespace harness;
 using namespace std::chrono_literals;
@@ -163,78 +164,6 @@ class Load {
   std::thread thread_;
 };
 
-// One change as the independent test_decoding slot saw it.
-struct RefChange {
-  std::string lsn, xid, table, op, key;
-};
-
-// Every change of the reference slot, in commit order (consumes the slot).
-std::vector<RefChange> reference_changes(const Scope& s, const std::string& slot) {
-  auto rows = query(s.conninfo, fmt::format("SELECT lsn, xid, data FROM pg_logical_slot_get_changes('{}', NULL, NULL, "
-                                            "'include-xids', '1')",
-                                            slot));
-  static const std::regex change_re(R"(^table (public\.\w+): (INSERT|UPDATE|DELETE): .*?id\[integer\]:(-?\d+))");
-  std::vector<RefChange> ref;
-  for (const auto& r : rows) {
-    std::smatch m;
-    if (!std::regex_search(*r[2], m, change_re)) continue;
-    const char* op = m[2] == "INSERT" ? "c" : m[2] == "UPDATE" ? "u" : "d";
-    ref.push_back({*r[0], *r[1], m[1], op, fmt::format(R"({{"id":{}}})", m[3].str())});
-  }
-  return ref;
-}
-
-struct Got {
-  EntryId id;
-  std::string raw_id;
-  std::map<std::string, std::string> fields;
-};
-
-// Every entry of the streams on one node, merged in ID order.
-std::vector<Got> merged(const Redis& r, const std::vector<std::string>& keys) {
-  std::vector<Got> got;
-  for (const auto& key : keys) {
-    for (auto& e : xrange(r, key)) got.push_back({parse_entry_id(e.id), e.id, std::move(e.fields)});
-  }
-  std::sort(got.begin(), got.end(), [](const Got& a, const Got& b) { return a.id < b.id; });
-  return got;
-}
-
-// The streams hold exactly the reference's changes, in its order, each once, IDs <commit>-1…n.
-void expect_same_changes(const std::vector<RefChange>& ref, const std::vector<Got>& got, const std::string& logs) {
-  std::map<std::string, int> stored;  // commit LSN of the change's own record -> times stored
-  for (const auto& g : got) stored[g.fields.count("lsn") ? g.fields.at("lsn") : "?"]++;
-  std::set<std::string> expected;
-  std::size_t missing = 0, doubled = 0, extra = 0;
-  std::string examples;
-  for (const auto& c : ref) {
-    expected.insert(c.lsn);
-    if (!stored.count(c.lsn) && ++missing <= 5) examples += fmt::format("missing {} {} {}\n", c.lsn, c.table, c.op);
-  }
-  for (const auto& [lsn, n] : stored) {
-    if (n > 1 && ++doubled <= 5) examples += fmt::format("lsn {} stored {} times\n", lsn, n);
-    if (!expected.count(lsn) && ++extra <= 5) examples += fmt::format("unexpected lsn {}\n", lsn);
-  }
-  EXPECT_EQ(missing, 0u) << examples;
-  EXPECT_EQ(doubled, 0u) << examples;
-  EXPECT_EQ(extra, 0u) << examples;
-  ASSERT_EQ(got.size(), ref.size()) << examples << logs;
-  std::map<std::string, std::uint64_t> commit_of_xid;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    const auto& c = ref[i];
-    const auto& g = got[i];
-    auto field = [&](const char* f) { return g.fields.count(f) ? g.fields.at(f) : std::string("<absent>"); };
-    ASSERT_TRUE(field("lsn") == c.lsn && field("table") == c.table && field("op") == c.op && field("xid") == c.xid &&
-                field("key") == c.key)
-        << "change " << i << " of " << ref.size() << ": expected " << c.lsn << " " << c.table << " " << c.op << " xid "
-        << c.xid << " " << c.key << ", the stream has " << g.raw_id << " " << field("lsn") << " " << field("table")
-        << " " << field("op") << " xid " << field("xid") << " " << field("key");
-    auto [it, fresh] = commit_of_xid.emplace(c.xid, g.id.lsn);
-    ASSERT_EQ(it->second, g.id.lsn) << "xid " << c.xid << " has two commit LSNs";
-    ASSERT_EQ(g.id.seq, fresh ? 1 : got[i - 1].id.seq + 1) << g.raw_id;
-  }
-}
-
 // The IDs of the JSON lines `walstream tail` printed ({"stream_id":…,"id":"<id>",…}), in order.
 std::vector<std::string> tail_ids(const std::string& output) {
   static const std::regex id_re(R"re(^\{"stream_id":"[^"]*","id":"([0-9]+-[0-9]+)")re");
@@ -359,7 +288,7 @@ void failover_under_load(int redis_wait) {
   verbose(logs);
   std::printf("--redis-wait %d: %ld changes, every one on the new master once\n", redis_wait, load.changes());
 
-  auto ref = reference_changes(s, ref_slot);
+  auto ref = reference_changes(s.conninfo, ref_slot);
   ASSERT_GT(ref.size(), 3500u);
   expect_same_changes(ref, merged(promoted, keys), logs);
 
@@ -427,7 +356,7 @@ TEST(Sentinel, NeverWritesToAReplica) {
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
   verbose(w.log() + sentinels.logs());
-  expect_same_changes(reference_changes(s, ref_slot), merged(master, {key}), w.log());
+  expect_same_changes(reference_changes(s.conninfo, ref_slot), merged(master, {key}), w.log());
   EXPECT_TRUE(lines_with(w.log(), "ERROR", "").empty()) << w.log();
 }
 

@@ -99,3 +99,33 @@ TEST(RedisUrl, RejectsBadSentinelUrls) {
     EXPECT_THROW(parse_redis_url(bad), std::invalid_argument) << bad;
   }
 }
+
+TEST(RedisUrl, SeveralNodesAreClusterSeeds) {
+  auto u = parse_redis_url("redis://app:pw@10.0.0.1:7000,10.0.0.2,[::1]:7002");
+  ASSERT_EQ(u.seeds.size(), 3u);
+  EXPECT_EQ(u.seeds[0], (walstream::RedisEndpoint{"10.0.0.1", 7000}));
+  EXPECT_EQ(u.seeds[1], (walstream::RedisEndpoint{"10.0.0.2", 6379}));  // Redis's default port
+  EXPECT_EQ(u.seeds[2], (walstream::RedisEndpoint{"::1", 7002}));
+  EXPECT_EQ(u.host, "10.0.0.1");
+  EXPECT_EQ(u.port, 7000);
+  EXPECT_EQ(u.password, "pw");
+  EXPECT_FALSE(u.via_sentinel());
+  EXPECT_EQ(u.display(), "10.0.0.1:7000,10.0.0.2:6379,[::1]:7002/0");
+  EXPECT_EQ(u.seed_nodes(), u.seeds);
+  // One node: no seeds; the node itself is the only one to try.
+  auto one = parse_redis_url("redis://h:1");
+  EXPECT_TRUE(one.seeds.empty());
+  EXPECT_EQ(one.seed_nodes(), (std::vector<walstream::RedisEndpoint>{{"h", 1}}));
+  // A node of the list keeps the credentials and TLS, and lists nothing more.
+  auto node = parse_redis_url("rediss://pw@a:1,b:2").at({"b", 2});
+  EXPECT_TRUE(node.seeds.empty());
+  EXPECT_TRUE(node.tls);
+  EXPECT_EQ(node.password, "pw");
+  EXPECT_EQ(node.display(), "b:2/0");
+}
+
+TEST(RedisUrl, RejectsBadSeedLists) {
+  for (const char* bad : {"redis://a:1,,b:2", "redis://a:1,", "redis://,a:1", "redis://a:1,b:2/3", "redis://a:1,b:0"}) {
+    EXPECT_THROW(parse_redis_url(bad), std::invalid_argument) << bad;
+  }
+}
