@@ -301,12 +301,18 @@ XidSnapshot XidSnapshot::parse(std::string_view text) {
   return s;
 }
 
-bool XidSnapshot::sees_committed(std::uint32_t xid) const {
+std::uint64_t XidSnapshot::full(std::uint32_t xid) const {
   const auto ahead = static_cast<std::int32_t>(xid - static_cast<std::uint32_t>(xmax));
-  if (ahead >= 0) return false;  // at or above xmax: began after the snapshot's horizon, or left it since
-  const std::uint64_t full = xmax - static_cast<std::uint64_t>(-static_cast<std::int64_t>(ahead));
-  if (full < xmin) return true;
-  return std::find(xip.begin(), xip.end(), full) == xip.end();
+  if (ahead >= 0) return xmax + static_cast<std::uint64_t>(ahead);
+  const auto behind = static_cast<std::uint64_t>(-static_cast<std::int64_t>(ahead));
+  return behind <= xmax ? xmax - behind : xid;
+}
+
+bool XidSnapshot::sees_committed(std::uint32_t xid) const {
+  const std::uint64_t x = full(xid);
+  if (x >= xmax) return false;  // at or above xmax: began after the snapshot's horizon, or left it since
+  if (x < xmin) return true;
+  return std::find(xip.begin(), xip.end(), x) == xip.end();
 }
 
 std::vector<std::uint32_t> unseen_commits(const XidSnapshot& s, const std::vector<std::uint32_t>& xids) {
@@ -558,10 +564,8 @@ void Backfill::check_read() {
   // As xid8, in the snapshot's epoch (what pg_visible_in_snapshot takes).
   std::string list;
   for (auto x : unseen) {
-    const auto behind = static_cast<std::uint32_t>(c.snapshot.xmax) - x;
-    const std::uint64_t full = behind <= c.snapshot.xmax ? c.snapshot.xmax - behind : x;
     if (!list.empty()) list += ',';
-    list += std::to_string(full);
+    list += std::to_string(c.snapshot.full(x));
   }
   log::debug("backfill {}: chunk {}: its read missed commit(s) {} streamed before the low mark; reading again",
              c.request_id, c.number, list);

@@ -47,6 +47,8 @@ struct XidSnapshot {
   // visible to this snapshot: not at or above xmax, not in progress. Wraparound is taken relative
   // to xmax (a committed xid is within 2^31 below it).
   bool sees_committed(std::uint32_t xid) const;
+  // A 32-bit xid as the 64-bit one it is, in xmax's epoch (within 2^31 of xmax either way).
+  std::uint64_t full(std::uint32_t xid) const;
 };
 // Of the committed transactions `xids` (0 entries are unused slots), those `s` does not see, in order.
 std::vector<std::uint32_t> unseen_commits(const XidSnapshot& s, const std::vector<std::uint32_t>& xids);

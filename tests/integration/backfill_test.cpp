@@ -113,6 +113,36 @@ void expect_replay_is_the_table(const Scope& s) {
   for (std::size_t i = 1; i < entries.size(); ++i) ASSERT_LT(parse_entry_id(entries[i - 1].id), parse_entry_id(entries[i].id));
 }
 
+// `UPDATE acc SET balance = 7 WHERE id = 50` committed locally and waiting for a synchronous standby that
+// never answers: in the WAL (so streamed), not visible, until release() cancels the wait (the commit
+// stays: it is in the WAL already). Released at scope exit too.
+class StuckCommit {
+ public:
+  explicit StuckCommit(std::string conninfo)
+      : conninfo_(std::move(conninfo)), thread_([this] {
+          try {
+            sql(conninfo_, "SET synchronous_commit = remote_write; UPDATE acc SET balance = 7 WHERE id = 50");
+          } catch (const std::exception&) {
+          }
+        }) {}
+  ~StuckCommit() {
+    try {
+      release();
+    } catch (...) {
+    }
+  }
+  void release() {
+    if (!thread_.joinable()) return;
+    sql(conninfo_, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
+                   "AND pid <> pg_backend_pid()");
+    thread_.join();
+  }
+
+ private:
+  std::string conninfo_;
+  std::thread thread_;
+};
+
 void create_acc(const Scope& s, int rows) {
   s.sql(fmt::format("CREATE TABLE acc (id int PRIMARY KEY, balance int NOT NULL, note text NOT NULL);"
                     "INSERT INTO acc SELECT g, 0, 'n' || g FROM generate_series(1, {}) g",
@@ -327,24 +357,7 @@ TEST(Backfill, ACommitNotYetVisibleIsNotReadStale) {
                                            "active", slot)) == "1";
   })) << ws.log();
   // The update commits locally and waits for the standby: in the WAL (so streamed), not visible.
-  std::thread waiting([&] {
-    try {
-      sql(conninfo, "SET synchronous_commit = remote_write; UPDATE acc SET balance = 7 WHERE id = 50");
-    } catch (const std::exception&) {
-    }
-  });
-  struct Join {
-    std::thread& t;
-    std::string conninfo;
-    ~Join() {
-      try {
-        sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
-                      "AND pid <> pg_backend_pid()");
-      } catch (...) {
-      }
-      if (t.joinable()) t.join();
-    }
-  } join{waiting, conninfo};
+  StuckCommit waiting(conninfo);
   ASSERT_TRUE(wait_until([&] { return xlen(key) == 1; }, 30s)) << ws.log();
   EXPECT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "0");  // not visible yet
 
@@ -354,9 +367,7 @@ TEST(Backfill, ACommitNotYetVisibleIsNotReadStale) {
   std::this_thread::sleep_for(3s);
   EXPECT_EQ(xlen(key), 1) << ws.log();
   EXPECT_EQ(ws.log().find(": done"), std::string::npos) << ws.log();
-  sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
-                "AND pid <> pg_backend_pid()");
-  waiting.join();
+  waiting.release();
   ASSERT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "7");
   ASSERT_TRUE(wait_until([&] { return ws.log().find(": done") != std::string::npos; }, 30s)) << ws.log();
   auto rebuilt = replay(xrange(key));
@@ -437,24 +448,7 @@ TEST(Backfill, ACommitStillInvisibleAfterARestartIsNotReadStale) {
                                            "active", slot)) == "1";
   };
   ASSERT_TRUE(wait_until(active)) << ws->log();
-  std::thread waiting([&] {
-    try {
-      sql(conninfo, "SET synchronous_commit = remote_write; UPDATE acc SET balance = 7 WHERE id = 50");
-    } catch (const std::exception&) {
-    }
-  });
-  struct Join {
-    std::thread& t;
-    std::string conninfo;
-    ~Join() {
-      try {
-        sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
-                      "AND pid <> pg_backend_pid()");
-      } catch (...) {
-      }
-      if (t.joinable()) t.join();
-    }
-  } join{waiting, conninfo};
+  StuckCommit waiting(conninfo);
   ASSERT_TRUE(wait_until([&] { return xlen(key) == 1; }, 30s)) << ws->log();
   ws->signal(SIGTERM);
   ASSERT_EQ(ws->wait(), 0) << ws->log();
@@ -469,9 +463,7 @@ TEST(Backfill, ACommitStillInvisibleAfterARestartIsNotReadStale) {
   std::this_thread::sleep_for(3s);
   EXPECT_EQ(xlen(key), 1) << "a chunk was published while the update was invisible (slot confirmed at " << confirmed
                           << ")\n" << ws->log();
-  sql(conninfo, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%UPDATE acc SET%' "
-                "AND pid <> pg_backend_pid()");
-  waiting.join();
+  waiting.release();
   ASSERT_EQ(query_one(conninfo, "SELECT balance FROM acc WHERE id = 50"), "7");
   ASSERT_TRUE(wait_until([&] { return ws->log().find(": done") != std::string::npos; }, 30s)) << ws->log();
   auto rebuilt = replay(xrange(key));

@@ -50,6 +50,14 @@ TEST(XidSnapshot, WrapsAroundRelativeToXmax) {
   EXPECT_FALSE(s.sees_committed(6));
 }
 
+TEST(XidSnapshot, FullXidsTakeXmaxsEpoch) {
+  auto s = XidSnapshot::parse("4294967300:4294967302:4294967300");
+  EXPECT_EQ(s.full(4), 4294967300u);
+  EXPECT_EQ(s.full(7), 4294967303u);           // ahead of xmax
+  EXPECT_EQ(s.full(0xFFFFFFFFu), 4294967295u);  // the epoch before
+  EXPECT_EQ(XidSnapshot::parse(kTwoRunning).full(726), 726u);
+}
+
 TEST(XidSnapshot, UnseenCommitsSkipsUnusedSlots) {
   auto s = XidSnapshot::parse(kTwoRunning);
   EXPECT_EQ(unseen_commits(s, {0, 720, 726, 727, 0, 728}), (std::vector<std::uint32_t>{726, 728}));
