@@ -68,6 +68,24 @@ RedisReply ClusterClient::command_on(const RedisEndpoint& master, const std::vec
   }
 }
 
+void ClusterClient::follow(const Redirect& redirect, std::string_view key, std::optional<RedisEndpoint>& node,
+                           bool& asking) {
+  RedisEndpoint target = redirect.endpoint;
+  if (target.host.empty()) target.host = node->host;
+  if (redirect.kind == Redirect::Kind::Moved) {
+    // The slot has a new master for good (a migration finished, a failover): read the map again.
+    ++moved_;
+    asking = false;
+    refresh();
+    node = slots_.master_of_key(key);
+    if (!node || *node != target) node = target;  // the map may lag the node's own word
+  } else {
+    ++asked_;
+    asking = true;  // for the next command (or transaction) only, on the importing node
+    node = target;
+  }
+}
+
 RedisReply ClusterClient::command(std::string_view key, const std::vector<std::string>& argv) {
   auto node = slots_.master_of_key(key);
   bool asking = false;
@@ -87,20 +105,7 @@ RedisReply ClusterClient::command(std::string_view key, const std::vector<std::s
     if (!r.is_error()) return r;
     auto redirect = parse_redirect(r.str());
     if (!redirect) return r;
-    RedisEndpoint target = redirect->endpoint;
-    if (target.host.empty()) target.host = node->host;
-    if (redirect->kind == Redirect::Kind::Moved) {
-      // The slot has a new master for good (a migration finished, a failover): read the map again.
-      ++moved_;
-      asking = false;
-      refresh();
-      node = slots_.master_of_key(key);
-      if (!node || *node != target) node = target;  // the map may lag the node's own word
-    } else {
-      ++asked_;
-      asking = true;
-      node = target;
-    }
+    follow(*redirect, key, node, asking);
   }
   throw RedisError(RedisError::Kind::Transient,
                    fmt::format("Redis Cluster: {} for key '{}' was redirected more than {} times", argv.empty() ? "" : argv[0],
@@ -141,19 +146,7 @@ RedisReply ClusterClient::transaction(std::string_view key, const std::vector<st
       check_exec(where, commands, exec);
       return exec;
     }
-    RedisEndpoint target = redirect->endpoint;
-    if (target.host.empty()) target.host = node->host;
-    if (redirect->kind == Redirect::Kind::Moved) {
-      ++moved_;
-      asking = false;
-      refresh();
-      node = slots_.master_of_key(key);
-      if (!node || *node != target) node = target;
-    } else {
-      ++asked_;
-      asking = true;
-      node = target;
-    }
+    follow(*redirect, key, node, asking);
   }
   throw RedisError(RedisError::Kind::Transient,
                    fmt::format("Redis Cluster: a transaction on key '{}' was redirected more than {} times", key,

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,6 +52,8 @@ class ClusterClient final : public RedisCommands {
 
  private:
   RedisClient& client(const RedisEndpoint& node);
+  // After a MOVED (the map read again) or an ASK (the importing node, once): where to send next.
+  void follow(const Redirect& redirect, std::string_view key, std::optional<RedisEndpoint>& node, bool& asking);
 
   RedisUrl seed_;
   std::chrono::milliseconds timeout_;

@@ -69,6 +69,57 @@ END $$;)",
   s.sql(sql);
 }
 
+void create_tables(const Scope& s, const std::vector<std::string>& tables) {
+  std::string sql;
+  for (const auto& t : tables) sql += fmt::format("CREATE TABLE {} (id int PRIMARY KEY);", t);
+  s.sql(sql);
+}
+
+// A cluster over mutual TLS: clients, the bus and replication (--tls-cluster, --tls-replication yes),
+// every node serving the harness's CA-signed "server" certificate on a TLS port of its own and asking
+// each client for its certificate. The plain ports stay open for the harness's own checks.
+struct TlsNodes {
+  TestCertificates certs;
+  std::vector<int> ports;  // node i's TLS port
+  TlsNodes() {
+    for (int i = 0; i < 6; ++i) ports.push_back(free_port());
+  }
+  RedisCluster::Options options() const {
+    RedisCluster::Options o;
+    o.extra_args = {"--tls-cert-file", certs.path("server.crt"), "--tls-key-file", certs.path("server.key"),
+                    "--tls-ca-cert-file", certs.path("ca.crt"), "--tls-cluster", "yes", "--tls-replication", "yes",
+                    "--tls-auth-clients", "yes"};
+    o.node_args = [this](int node) {
+      return std::vector<std::string>{"--tls-port", std::to_string(ports.at(static_cast<std::size_t>(node)))};
+    };
+    o.create_port = [this](int node, int) { return ports.at(static_cast<std::size_t>(node)); };
+    o.cli_args = {"--tls", "--cacert", certs.path("ca.crt"), "--cert", certs.path("client.crt"),
+                  "--key", certs.path("client.key")};
+    return o;
+  }
+  int tls_port(const RedisCluster& c, int plain) const {
+    auto nodes = c.nodes();
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      if (nodes[i].port == plain) return ports.at(i);
+    }
+    throw std::runtime_error(fmt::format("no node on port {}", plain));
+  }
+  // walstream's flags for a client certificate and our CA.
+  std::vector<std::string> flags(const std::string& ca = "ca.crt") const {
+    return {"--redis-tls-ca", certs.path(ca), "--redis-tls-cert", certs.path("client.crt"), "--redis-tls-key",
+            certs.path("client.key")};
+  }
+};
+
+// redis:// (rediss:// with `tls`) naming the nodes on these plain ports as seeds.
+std::string seeds_url(const RedisCluster& c, const std::vector<int>& plain, const TlsNodes* tls) {
+  std::string url = tls ? "rediss://" : "redis://";
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    url += fmt::format("{}127.0.0.1:{}", i ? "," : "", tls ? tls->tls_port(c, plain[i]) : plain[i]);
+  }
+  return url;
+}
+
 long stored(RedisCluster& c, const std::vector<std::string>& keys) {
   long n = 0;
   for (const auto& k : keys) {
@@ -90,9 +141,10 @@ std::vector<std::string> run_args(const Scope& s, const std::string& url, std::v
 enum class Fault { None, Failover, KillMaster, KillTheOnlySeed, Migration, Sigkill, PausedShard };
 
 // The load (`txns` transactions from a thread), with `fault` once a third of it is in Redis; then
-// every change of the reference slot once in the streams, in order.
-void load_with(Fault fault, int txns) {
-  RedisCluster c;
+// every change of the reference slot once in the streams, in order. With `tls`, on a cluster over
+// mutual TLS, walstream connecting to the TLS ports only.
+void load_with(Fault fault, int txns, const TlsNodes* tls = nullptr) {
+  RedisCluster c(tls ? tls->options() : RedisCluster::Options{});
   Scope s;
   auto tables = spread_tables(c, s);
   create_load(s, tables);
@@ -106,12 +158,15 @@ void load_with(Fault fault, int txns) {
   const std::string ref_slot = s.slot + "_ref";
   TempSlot ref_guard(s, ref_slot, "test_decoding");
   // Seeds: every master, so a restart finds the cluster whichever one is down.
-  std::string url = "redis://";
-  for (int p : c.master_ports()) url += fmt::format("{}127.0.0.1:{}", url.size() > 8 ? "," : "", p);
+  std::string url = seeds_url(c, c.master_ports(), tls);
   // One seed, the master that is killed: the next sessions find the cluster through the nodes the
   // last slot map named.
-  if (fault == Fault::KillTheOnlySeed) url = fmt::format("redis://127.0.0.1:{}", c.master_of_key(keys[0]));
+  if (fault == Fault::KillTheOnlySeed) url = seeds_url(c, {c.master_of_key(keys[0])}, tls);
   std::vector<std::string> extra{"--max-backoff", "1", "--shutdown-timeout", "5"};
+  if (tls) {
+    auto flags = tls->flags();
+    extra.insert(extra.end(), flags.begin(), flags.end());
+  }
   if (fault == Fault::KillMaster) extra.insert(extra.end(), {"--redis-wait", "1"});
   auto w = std::make_unique<Walstream>(run_args(s, url, extra));
   ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w->log();
@@ -232,6 +287,73 @@ TEST(ClusterStream, KilledMasterThatWasTheOnlySeed) { load_with(Fault::KillTheOn
 TEST(ClusterStream, BusyStreamsSlotMigratedMidLoad) { load_with(Fault::Migration, txns()); }
 TEST(ClusterStream, SigkillAndRestartMidLoad) { load_with(Fault::Sigkill, txns()); }
 TEST(ClusterStream, SigkillWhileOneShardIsPaused) { load_with(Fault::PausedShard, txns()); }
+// The same load over mutual TLS, a replica taking over a busy master's slots in the middle: walstream
+// reads the slot map over TLS, so it names the new master's TLS port.
+TEST(ClusterStream, OverMutualTlsAcrossAClusterFailover) {
+  TlsNodes tls;
+  load_with(Fault::Failover, txns(), &tls);
+}
+
+// Over TLS from one seed: certificates walstream cannot trust, or no certificate of its own, are one
+// line and write nothing; then it streams, and `status` and `tail` read the cluster over TLS too.
+TEST(ClusterStream, StatusTailAndUntrustedCertificatesOverTls) {
+  TlsNodes tls;
+  RedisCluster c(tls.options());
+  Scope s;
+  auto tables = spread_tables(c, s, 3);
+  create_tables(s, tables);
+  for (const auto& t : tables) s.sql(fmt::format("INSERT INTO {} VALUES (1)", t));
+  const auto url = seeds_url(c, {c.master_ports().front()}, &tls);
+  struct Case {
+    std::string name;
+    std::vector<std::string> flags;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"another CA", tls.flags("other-ca.crt"), "fails verification"},
+      {"no client certificate", {"--redis-tls-ca", tls.certs.path("ca.crt")},
+       "does the server require a client certificate?"},
+  };
+  for (const auto& k : cases) {
+    auto out = run_walstream(run_args(s, url, k.flags), {}, 60s);
+    EXPECT_EQ(out.code, 1) << k.name << "\n" << out.output;
+    EXPECT_NE(out.output.find(k.says), std::string::npos) << k.name << "\n" << out.output;
+    EXPECT_EQ(occurrences(out.output, " ERROR "), 1) << k.name << "\n" << out.output;
+  }
+  for (int p : c.master_ports()) EXPECT_EQ(redis_command(p, {"DBSIZE"}).at(0), "0") << p;
+
+  Walstream w(run_args(s, url, tls.flags()));
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w.log();
+  std::vector<std::string> keys;
+  for (const auto& t : tables) keys.push_back(s.stream("public." + t));
+  for (const auto& t : tables) s.sql(fmt::format("INSERT INTO {} VALUES (2)", t));
+  ASSERT_TRUE(wait_until([&] { return stored(c, keys) == 2 * static_cast<long>(keys.size()) && s.caught_up(); }, 30s))
+      << w.log();
+  std::vector<std::string> status{"status", "--pg", s.conninfo, "--redis", url, "--slot", s.slot,
+                                  "--publication", s.publication, "--prefix", s.prefix};
+  auto flags = tls.flags();
+  status.insert(status.end(), flags.begin(), flags.end());
+  auto st = run_walstream(status, {}, 60s);
+  EXPECT_EQ(st.code, 0) << st.output;
+  EXPECT_NE(st.output.find("(Redis Cluster, 3 masters)"), std::string::npos) << st.output;
+  EXPECT_NE(st.output.find("\nhealthy\n"), std::string::npos) << st.output;
+  auto tail = [&](const std::vector<std::string>& tls_flags) {
+    std::vector<std::string> args{"tail", "--redis", url, "--prefix", s.prefix, "--from-start", "--count", "6",
+                                  "--block-ms", "200"};
+    args.insert(args.end(), tls_flags.begin(), tls_flags.end());
+    for (const auto& t : tables) args.push_back("public." + t);
+    return run_walstream(args, {}, 30s);
+  };
+  auto out = tail(flags);
+  ASSERT_EQ(out.code, 0) << out.output;
+  EXPECT_EQ(occurrences(out.output, R"("op":"r")"), 3) << out.output;
+  EXPECT_EQ(occurrences(out.output, R"("op":"c")"), 3) << out.output;
+  auto untrusted = tail(tls.flags("other-ca.crt"));
+  EXPECT_NE(untrusted.code, 0) << untrusted.output;
+  EXPECT_NE(untrusted.output.find("fails verification"), std::string::npos) << untrusted.output;
+  w.signal(SIGTERM);
+  EXPECT_EQ(w.wait(), 0) << w.log();
+}
 
 // Rows there before walstream: copied into staging streams in each table's slot, RENAMEd onto the
 // streams once all are stored; then changes follow.
@@ -311,9 +433,7 @@ TEST(ClusterStream, RetentionStatusAndTailWhileRunning) {
   RedisCluster c(o);
   Scope s;
   auto tables = spread_tables(c, s);
-  std::string sql;
-  for (const auto& t : tables) sql += fmt::format("CREATE TABLE {} (id int PRIMARY KEY);", t);
-  s.sql(sql);
+  create_tables(s, tables);
   Walstream w(with(s.args(c.seed_url()),
                    {"--retention", "acked", "--retention-interval", "0.2", "--retain-for", "2s"}));
   ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w.log();
@@ -356,9 +476,7 @@ TEST(ClusterStream, AShardBehindTheSlotIsOneLineAtStart) {
   RedisCluster c;
   Scope s;
   auto tables = spread_tables(c, s, 3);
-  std::string sql;
-  for (const auto& t : tables) sql += fmt::format("CREATE TABLE {} (id int PRIMARY KEY);", t);
-  s.sql(sql);
+  create_tables(s, tables);
   {
     Walstream w(s.args(c.seed_url()));
     ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w.log();
@@ -407,9 +525,7 @@ TEST(ClusterStream, AGroupsEpochMovedFencesItsChunks) {
   RedisCluster c;
   Scope s;
   auto tables = spread_tables(c, s, 3);
-  std::string sql;
-  for (const auto& t : tables) sql += fmt::format("CREATE TABLE {} (id int PRIMARY KEY);", t);
-  s.sql(sql);
+  create_tables(s, tables);
   Walstream w(s.args(c.seed_url()));
   ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w.log();
   walstream::Keys k{s.prefix, s.slot, true};
