@@ -15,7 +15,9 @@
 #include <string>
 #include <thread>
 
+#include "cluster_harness.h"
 #include "harness.h"
+#include "keys.h"
 
 using namespace harness;
 using namespace std::chrono_literals;
@@ -94,8 +96,8 @@ std::string backfill_state(const Scope& s, const std::string& field) {
   return v.empty() ? "" : v[0];
 }
 
-void expect_replay_is_the_table(const Scope& s) {
-  auto entries = xrange(s.stream("public.acc"));
+// Replaying `entries` (the stream, by default on the shared Redis) gives exactly acc's rows.
+void expect_replay_is_the_table(const Scope& s, const std::vector<Entry>& entries) {
   auto rebuilt = replay(entries);
   auto rows = table_rows(s);
   EXPECT_EQ(rebuilt.size(), rows.size());
@@ -112,6 +114,8 @@ void expect_replay_is_the_table(const Scope& s) {
   EXPECT_EQ(wrong, 0);
   for (std::size_t i = 1; i < entries.size(); ++i) ASSERT_LT(parse_entry_id(entries[i - 1].id), parse_entry_id(entries[i].id));
 }
+
+void expect_replay_is_the_table(const Scope& s) { expect_replay_is_the_table(s, xrange(s.stream("public.acc"))); }
 
 // `UPDATE acc SET balance = 7 WHERE id = 50` committed locally and waiting for a synchronous standby that
 // never answers: in the WAL (so streamed), not visible, until release() cancels the wait (the commit
@@ -209,6 +213,62 @@ TEST(Backfill, SigkillMidwayResumesFromTheLastChunkStored) {
   ASSERT_TRUE(wait_until([&] { return s.caught_up(); })) << ws->log();
   expect_replay_is_the_table(s);
   // It went on from where Redis said it was, not from the start.
+  EXPECT_NE(ws->log().find("resuming at table 1 of 1 (public.acc)"), std::string::npos) << ws->log();
+  ws->signal(SIGTERM);
+  EXPECT_EQ(ws->wait(), 0) << ws->log();
+}
+
+// On a Redis Cluster the backfill's state lives in the replication slot's hash slot and the rows in the
+// table's, on another master: the state's `after` (these rows are stored) must be stored only once the
+// rows are. A SIGKILL in the middle of a backfill under load, and a restart: it resumes from the state,
+// and the stream still replays to the table (a state stored ahead of its rows would skip them).
+TEST(Backfill, OnAClusterSigkillMidwayResumesAndReplaysToTheTable) {
+  RedisCluster c;
+  Scope s;
+  const int rows = 40'000;
+  create_acc(s, rows);
+  const walstream::Keys k{s.prefix, s.slot, true};
+  const auto stream = s.stream("public.acc");
+  const int state_master = c.master_of_key(k.backfill());
+  if (c.master_of_key(stream) == state_master) {
+    for (int p : c.master_ports()) {
+      if (p != state_master) {
+        c.migrate_slot(c.slot_of(stream), state_master, p);
+        break;
+      }
+    }
+  }
+  ASSERT_NE(c.master_of_key(stream), state_master);
+  auto state = [&](const std::string& field) {
+    auto v = redis_command(state_master, {"HGET", k.backfill(), field});
+    return v.empty() ? std::string() : v[0];
+  };
+  auto args = with(s.args(c.seed_url()), {"--snapshot", "never"});
+  auto ws = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << ws->log();
+  Load load(s.conninfo, rows);
+  auto req = run_walstream({"backfill", "public.acc", "--pg", s.conninfo, "--slot", s.slot, "--chunk-rows", "1000"});
+  ASSERT_EQ(req.code, 0) << req.output;
+  ASSERT_TRUE(wait_until([&] {
+    auto chunks = state("chunks");
+    return state("status") == "running" && !chunks.empty() && std::stoi(chunks) >= 5;
+  }, 60s)) << ws->log();
+  // The rows' master stops taking writes while the state's goes on: a state that ran ahead of its rows
+  // would be stored meanwhile, and the kill would leave it ahead.
+  const auto paused_at = state("chunks");
+  redis_command(c.master_of_key(stream), {"CLIENT", "PAUSE", "2500", "WRITE"});
+  std::this_thread::sleep_for(1500ms);
+  const auto during_pause = state("chunks");
+  ws->signal(SIGKILL);
+  ws->wait();
+  EXPECT_LE(std::stoi(during_pause), std::stoi(paused_at) + 1) << "the state ran ahead of the rows";
+  std::this_thread::sleep_for(1500ms);  // the pause over
+  ASSERT_LT(std::stoi(state("chunks")), 40) << "the backfill ended before the kill: nothing left to resume";
+  ws = std::make_unique<Walstream>(args);
+  ASSERT_TRUE(wait_until([&] { return state("status") == "done"; }, 120s)) << ws->log();
+  load.stop();
+  ASSERT_TRUE(wait_until([&] { return s.caught_up(); }, 60s)) << ws->log();
+  expect_replay_is_the_table(s, xrange(c.master_of_key(stream), stream));
   EXPECT_NE(ws->log().find("resuming at table 1 of 1 (public.acc)"), std::string::npos) << ws->log();
   ws->signal(SIGTERM);
   EXPECT_EQ(ws->wait(), 0) << ws->log();
