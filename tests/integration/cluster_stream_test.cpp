@@ -1,8 +1,9 @@
 // walstream writing to a real Redis Cluster (3 masters + 3 replicas, cluster_harness.h): changes on
 // eight tables whose streams land on all three masters, compared entry by entry with an independent
 // test_decoding slot (reference.h), with a fault in the middle of the load: none, CLUSTER FAILOVER,
-// a killed master with --redis-wait 1, a busy stream's slot migrated, a SIGKILL of walstream. Nothing
-// lost, nothing doubled. And the initial snapshot onto the cluster (staging streams RENAMEd).
+// a killed master with --redis-wait 1, a busy stream's slot migrated, a SIGKILL of walstream (also
+// with its standby taking over), and over mutual TLS. Nothing lost, nothing doubled. And the initial
+// snapshot onto the cluster (staging streams RENAMEd).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -138,7 +139,7 @@ std::vector<std::string> run_args(const Scope& s, const std::string& url, std::v
   return args;
 }
 
-enum class Fault { None, Failover, KillMaster, KillTheOnlySeed, Migration, Sigkill, PausedShard };
+enum class Fault { None, Failover, KillMaster, KillTheOnlySeed, Migration, Sigkill, PausedShard, StandbyTakesOver };
 
 // The load (`txns` transactions from a thread), with `fault` once a third of it is in Redis; then
 // every change of the reference slot once in the streams, in order. With `tls`, on a cluster over
@@ -170,6 +171,13 @@ void load_with(Fault fault, int txns, const TlsNodes* tls = nullptr) {
   if (fault == Fault::KillMaster) extra.insert(extra.end(), {"--redis-wait", "1"});
   auto w = std::make_unique<Walstream>(run_args(s, url, extra));
   ASSERT_TRUE(wait_until([&] { return s.streaming(); }, 60s)) << w->log();
+  // A second instance on the same slot waits as the standby.
+  std::unique_ptr<Walstream> standby;
+  if (fault == Fault::StandbyTakesOver) {
+    standby = std::make_unique<Walstream>(run_args(s, url, extra));
+    ASSERT_TRUE(wait_until([&] { return standby->log().find("standby: slot") != std::string::npos; }, 30s))
+        << standby->log();
+  }
 
   std::atomic<bool> load_failed{false};
   std::string load_error;
@@ -242,6 +250,16 @@ void load_with(Fault fault, int txns, const TlsNodes* tls = nullptr) {
       w->wait();
       w = std::make_unique<Walstream>(run_args(s, url, extra));
       break;
+    case Fault::StandbyTakesOver: {
+      // The active one dies mid-load; the standby takes the slot (a new epoch for every group) and
+      // goes on from what every group holds.
+      w->signal(SIGKILL);
+      w->wait();
+      ASSERT_TRUE(wait_until([&] { return standby->log().find("streaming from slot") != std::string::npos; }, 30s))
+          << standby->log();
+      w = std::move(standby);
+      break;
+    }
   }
   load.join();
   ASSERT_FALSE(load_failed) << load_error;
@@ -287,6 +305,7 @@ TEST(ClusterStream, KilledMasterThatWasTheOnlySeed) { load_with(Fault::KillTheOn
 TEST(ClusterStream, BusyStreamsSlotMigratedMidLoad) { load_with(Fault::Migration, txns()); }
 TEST(ClusterStream, SigkillAndRestartMidLoad) { load_with(Fault::Sigkill, txns()); }
 TEST(ClusterStream, SigkillWhileOneShardIsPaused) { load_with(Fault::PausedShard, txns()); }
+TEST(ClusterStream, StandbyTakesOverAfterASigkillMidLoad) { load_with(Fault::StandbyTakesOver, txns()); }
 // The same load over mutual TLS, a replica taking over a busy master's slots in the middle: walstream
 // reads the slot map over TLS, so it names the new master's TLS port.
 TEST(ClusterStream, OverMutualTlsAcrossAClusterFailover) {
