@@ -879,56 +879,52 @@ def measure(binary, srv, r, t, args, tmp, logdir, live):
     # first would pay for it.
     x = snapshot_run(binary, srv, r, t, f"{name[:6]}w", logdir, live)
     log(f"{name} warm-up snapshot {x['wall_s']:7.2f} s  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry (not counted)")
-    for rep in range(0, args.reps + 1):
-        if rep > 0:
-            x = undisturbed(f"{name} read limit", lambda _: read_limit(srv, t))
-            runs["read_limit"].append(x)
-            log(f"{name} rep {rep} read limit   {x['wall_s']:7.2f} s")
-            x = undisturbed(f"{name} snapshot",
-                            lambda a: snapshot_run(binary, srv, r, t, f"{name[:6]}{rep}{'abc'[a - 1]}", logdir, live),
-                            lambda x: (bench.drop_slot(t["conn"], x["slot"]), r.flushall()))
-            runs["snapshot"].append(x)
-            log(f"{name} rep {rep} snapshot     {x['wall_s']:7.2f} s  cpu {x['cpu_s']:6.2f} s  "
-                f"rss {x['peak_rss_mb']:6.1f} MB  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
-        if rep == 0:
-            t0 = time.perf_counter()
-            key = x["key"]
-            plain = tmp / f"{name}.plain.resp"
-            offsets = dump_stream(srv.redis_port, key, plain)
-            if len(offsets) - 1 != rows:
-                raise BenchError(f"dumped {len(offsets) - 1} entries of {key}, expected {rows}")
-            files["write_limit_no_multi"] = plain
-            files["write_limit"] = tmp / f"{name}.multi.resp"
-            res["write_limit_chunks"] = write_chunked(plain, offsets, files["write_limit"], CHUNK_ENTRIES, CHUNK_BYTES)
-            res["xadd_bytes_per_entry"] = round(offsets[-1] / rows, 1)
-            if args.experiments:
-                for c in EXPERIMENT_CHUNKS:
-                    files[f"chunk_{c}"] = tmp / f"{name}.chunk{c}.resp"
-                    n = write_chunked(plain, offsets, files[f"chunk_{c}"], c)
-                    variants[f"chunk_{c}"] = f"{c} entries per MULTI/EXEC, 8 fields ({n} chunks)"
-                variants["no_multi"] = "no MULTI/EXEC, 8 fields"
-                files["no_multi"] = plain
-                for mode, what in (("meta3", "3 fields: op..schema merged into one JSON field, key, after"),
-                                   ("one1", "1 field: the whole record as one JSON object")):
-                    files[f"fields_{mode}"] = tmp / f"{name}.{mode}.resp"
-                    write_merged(plain, files[f"fields_{mode}"], mode, 4096)
-                    variants[f"fields_{mode}"] = f"4096 entries per MULTI/EXEC, {what}"
-            log(f"{name}: {rows:,} entries dumped into loader files in {time.perf_counter() - t0:.1f} s "
-                f"({offsets[-1] / 2**20:,.0f} MB of XADDs, {res['write_limit_chunks']} walstream-sized chunks)")
+    t0 = time.perf_counter()
+    key = x["key"]
+    plain = tmp / f"{name}.plain.resp"
+    offsets = dump_stream(srv.redis_port, key, plain)
+    if len(offsets) - 1 != rows:
+        raise BenchError(f"dumped {len(offsets) - 1} entries of {key}, expected {rows}")
+    files["write_limit_no_multi"] = plain
+    files["write_limit"] = tmp / f"{name}.multi.resp"
+    files["write_limit_beside_copy"] = files["write_limit"]
+    res["write_limit_chunks"] = write_chunked(plain, offsets, files["write_limit"], CHUNK_ENTRIES, CHUNK_BYTES)
+    res["xadd_bytes_per_entry"] = round(offsets[-1] / rows, 1)
+    if args.experiments:
+        for c in EXPERIMENT_CHUNKS:
+            files[f"chunk_{c}"] = tmp / f"{name}.chunk{c}.resp"
+            n = write_chunked(plain, offsets, files[f"chunk_{c}"], c)
+            variants[f"chunk_{c}"] = f"{c} entries per MULTI/EXEC, 8 fields ({n} chunks)"
+        variants["no_multi"] = "no MULTI/EXEC, 8 fields"
+        files["no_multi"] = plain
+        for mode, what in (("meta3", "3 fields: op..schema merged into one JSON field, key, after"),
+                           ("one1", "1 field: the whole record as one JSON object")):
+            files[f"fields_{mode}"] = tmp / f"{name}.{mode}.resp"
+            write_merged(plain, files[f"fields_{mode}"], mode, 4096)
+            variants[f"fields_{mode}"] = f"4096 entries per MULTI/EXEC, {what}"
+    log(f"{name}: {rows:,} entries dumped into loader files in {time.perf_counter() - t0:.1f} s "
+        f"({offsets[-1] / 2**20:,.0f} MB of XADDs, {res['write_limit_chunks']} walstream-sized chunks)")
+    bench.drop_slot(t["conn"], x["slot"])
+    r.flushall()
+
+    def walstream_run(kind, run, tag, rep):
+        # A run that was disturbed is dropped with its slot and entries, and taken again.
+        x = undisturbed(f"{name} {kind}",
+                        lambda a: run(binary, srv, r, t, f"{tag}{rep}{'abc'[a - 1]}", logdir, live),
+                        lambda x: (bench.drop_slot(t["conn"], x["slot"]), r.flushall()))
+        runs[kind].append(x)
+        log(f"{name} rep {rep} {kind:12} {x['wall_s']:7.2f} s  cpu {x['cpu_s']:6.2f} s  "
+            f"rss {x['peak_rss_mb']:6.1f} MB  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
         bench.drop_slot(t["conn"], x["slot"])
         r.flushall()
-        if rep == 0:
-            continue
+
+    for rep in range(1, args.reps + 1):
+        x = undisturbed(f"{name} read limit", lambda _: read_limit(srv, t))
+        runs["read_limit"].append(x)
+        log(f"{name} rep {rep} read limit   {x['wall_s']:7.2f} s")
+        walstream_run("snapshot", snapshot_run, name[:6], rep)
         if not args.no_backfill:
-            x = undisturbed(f"{name} backfill",
-                            lambda a: backfill_run(binary, srv, r, t, f"bf{name[:6]}{rep}{'abc'[a - 1]}", logdir, live),
-                            lambda x: (bench.drop_slot(t["conn"], x["slot"]), r.flushall()))
-            runs["backfill"].append(x)
-            log(f"{name} rep {rep} backfill     {x['wall_s']:7.2f} s  cpu {x['cpu_s']:6.2f} s  "
-                f"rss {x['peak_rss_mb']:6.1f} MB  Redis {x['redis_cpu_s'] / rows * 1e6:5.2f} µs/entry")
-            bench.drop_slot(t["conn"], x["slot"])
-            r.flushall()
-        files["write_limit_beside_copy"] = files["write_limit"]
+            walstream_run("backfill", backfill_run, f"bf{name[:6]}", rep)
         for kind in loads:
             beside = t if kind == "write_limit_beside_copy" else None
             y = undisturbed(f"{name} {kind}", lambda _: loader_run(srv, r, files[kind], key, rows, beside))
