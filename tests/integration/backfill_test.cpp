@@ -225,7 +225,9 @@ TEST(Backfill, SigkillMidwayResumesFromTheLastChunkStored) {
 TEST(Backfill, OnAClusterSigkillMidwayResumesAndReplaysToTheTable) {
   RedisCluster c;
   Scope s;
-  const int rows = 40'000;
+  // Enough chunks that the backfill is still running when the pause and the kill come (40 chunks were
+  // done before them on a quiet machine).
+  const int rows = 200'000;
   create_acc(s, rows);
   const walstream::Keys k{s.prefix, s.slot, true};
   const auto stream = s.stream("public.acc");
@@ -261,9 +263,10 @@ TEST(Backfill, OnAClusterSigkillMidwayResumesAndReplaysToTheTable) {
   const auto during_pause = state("chunks");
   ws->signal(SIGKILL);
   ws->wait();
+  ASSERT_EQ(state("status"), "running") << "the backfill ended before the kill: nothing left to resume";
   EXPECT_LE(std::stoi(during_pause), std::stoi(paused_at) + 1) << "the state ran ahead of the rows";
   std::this_thread::sleep_for(1500ms);  // the pause over
-  ASSERT_LT(std::stoi(state("chunks")), 40) << "the backfill ended before the kill: nothing left to resume";
+  ASSERT_LT(std::stoi(state("chunks")), 200) << "the backfill ended before the kill: nothing left to resume";
   ws = std::make_unique<Walstream>(args);
   ASSERT_TRUE(wait_until([&] { return state("status") == "done"; }, 120s)) << ws->log();
   load.stop();
