@@ -338,6 +338,9 @@ TEST(Retention, ARedisRefusingTheScriptIsWarnedOnceWhileStreamingGoesOn) {
   // Allowed again: said once, and the stream is trimmed.
   redis_command({"ACL", "SETUSER", user, "+eval", "+evalsha", "+script"});
   ASSERT_TRUE(wait_until([&] { return xlen(t) == 0; })) << w.log();
+  // The line is logged once the pass's slice ends, just after its XTRIM: wait for it, then a pass more.
+  ASSERT_TRUE(wait_until([&] { return count(w.log(), "retention: Redis answers again") >= 1; })) << w.log();
+  ASSERT_TRUE(more_passes(w, 2)) << w.log();
   EXPECT_EQ(count(w.log(), "retention: Redis answers again"), 1u) << w.log();
   w.signal(SIGTERM);
   EXPECT_EQ(w.wait(), 0) << w.log();
