@@ -184,7 +184,9 @@ TEST(Backfill, UnderLoadTheStreamReplaysToTheTable) {
 
 TEST(Backfill, SigkillMidwayResumesFromTheLastChunkStored) {
   Scope s;
-  const int rows = 60'000;
+  // Enough chunks (200 of 1000) that the backfill is still running when the kill comes: 60 chunks were
+  // sometimes all stored between the poll that saw 5 and the kill.
+  const int rows = 200'000;
   create_acc(s, rows);
   auto args = with(s.args(), {"--snapshot", "never"});
   auto ws = std::make_unique<Walstream>(args);
@@ -198,8 +200,9 @@ TEST(Backfill, SigkillMidwayResumesFromTheLastChunkStored) {
   }, 60s)) << ws->log();
   ws->signal(SIGKILL);
   ws->wait();
+  ASSERT_EQ(backfill_state(s, "status"), "running") << "the backfill ended before the kill: nothing left to resume";
   const auto stored = std::stoi(backfill_state(s, "chunks"));
-  ASSERT_LT(stored, 60) << "the backfill ended before the kill: nothing left to resume";
+  ASSERT_LT(stored, 200) << "the backfill ended before the kill: nothing left to resume";
   // `walstream status` shows the backfill waiting to go on.
   auto st = run_walstream({"status", "--pg", s.conninfo, "--redis", redis().url(), "--slot", s.slot, "--prefix",
                            s.prefix});
