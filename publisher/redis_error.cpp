@@ -13,4 +13,11 @@ bool is_retryable_redis_error(std::string_view m) {
   return false;
 }
 
+bool is_slot_moving_error(std::string_view m) {
+  for (std::string_view p : {"MOVED", "ASK", "TRYAGAIN"}) {
+    if (m.substr(0, p.size()) == p && (m.size() == p.size() || m[p.size()] == ' ')) return true;
+  }
+  return false;
+}
+
 }  // namespace walstream

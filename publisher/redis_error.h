@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace walstream {
 
@@ -12,16 +13,23 @@ class RedisError : public std::runtime_error {
   // Conflict: a stream already holds an ID at or above one we write. Fenced: another instance took
   // the slot over (its epoch replaced ours): this one must write nothing more and become a standby.
   enum class Kind { Transient, Fatal, Conflict, Fenced };
-  RedisError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
+  RedisError(Kind kind, const std::string& what, bool slot_moving = false)
+      : std::runtime_error(what), kind_(kind), slot_moving_(slot_moving) {}
   Kind kind() const { return kind_; }
   bool transient() const { return kind_ == Kind::Transient; }
+  // A Redis Cluster answered MOVED, ASK or TRYAGAIN: a slot moved or is moving, which takes a moment,
+  // not an outage: retried soon, not after a growing backoff.
+  bool slot_moving() const { return slot_moving_; }
 
  private:
   Kind kind_;
+  bool slot_moving_;
 };
 
 // Errors that a healthy Redis returns while it cannot take writes for now (out of memory, a replica,
 // loading, wrong or missing credentials that an operator can fix): walstream retries them.
 bool is_retryable_redis_error(std::string_view message);
+// MOVED, ASK or TRYAGAIN: a cluster's slot map changes under the write (RedisError::slot_moving).
+bool is_slot_moving_error(std::string_view message);
 
 }  // namespace walstream

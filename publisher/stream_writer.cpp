@@ -271,7 +271,7 @@ void StreamWriter::handle_reply(Reply reply) {
       if (!reply.is(ReplyType::Status)) {
         auto msg = reply.is(ReplyType::Error) ? std::string(reply.text()) : std::string("unexpected reply");
         throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
-                         fmt::format("Redis refused WATCH {}: {}", fence_key_, msg));
+                         fmt::format("Redis refused WATCH {}: {}", fence_key_, msg), is_slot_moving_error(msg));
       }
       break;
     case Expected::FenceGet:
@@ -317,7 +317,7 @@ void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
       return;
     }
     auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis refused XINFO STREAM {}: {}", s.key, msg));
+    throw RedisError(kind, fmt::format("Redis refused XINFO STREAM {}: {}", s.key, msg), is_slot_moving_error(msg));
   }
   // Field names and values alternate; some values (first-entry, last-entry) are arrays themselves.
   for (std::size_t i = 0; i + 1 < r.size(); i += 2) {
@@ -386,7 +386,8 @@ void StreamWriter::finish_chunk(Reply r) {
       }
       return;
     case Kind::Transient:
-      throw RedisError(RedisError::Kind::Transient, fmt::format("Redis refused the write: {}{}", outcome.message, where()));
+      throw RedisError(RedisError::Kind::Transient, fmt::format("Redis refused the write: {}{}", outcome.message, where()),
+                       is_slot_moving_error(outcome.message));
     case Kind::Fatal:
       if (outcome.registry) {
         throw RedisError(RedisError::Kind::Fatal,

@@ -585,6 +585,9 @@ bool slot_held(const Config& config, std::optional<PgConnection>& probe) {
 
 // How often a standby asks for the slot: takeover time is this plus the walsender's exit.
 constexpr auto kStandbyPoll = std::chrono::milliseconds(500);
+// Retries of a write that met a moving cluster slot: 25, 50, 100, 200, 200… ms.
+constexpr auto kMovingFirstBackoff = std::chrono::milliseconds(25);
+constexpr auto kMovingMaxBackoff = std::chrono::milliseconds(200);
 
 void sleep_interruptibly(std::chrono::milliseconds d) {
   auto until = Clock::now() + d;
@@ -600,6 +603,7 @@ int run(const Config& given) {
   metrics::registry().reconnects.at("postgresql");  // both series exist from the start, at 0
   metrics::registry().reconnects.at("redis");
   auto backoff = std::chrono::milliseconds(100);
+  auto moving_backoff = kMovingFirstBackoff;
   RunState once{config.resnapshot, config.adopt_slot, false, {}};
   bool failing = false;  // the last session ended with an error that is being retried
   bool standby = false;  // the slot is held by another walsender; said once
@@ -649,10 +653,20 @@ int run(const Config& given) {
         log::error("{}", e.what());
         return 1;
       }
-      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
       m.reconnects.at("redis").add();
       m.role.store(metrics::Role::Retrying);
       failing = true;
+      if (e.slot_moving()) {
+        // A cluster's slot is moving (ASK/TRYAGAIN while a migration runs, MOVED just after): the
+        // next session reads the slot map again. Retried within a fraction of a second, whatever the
+        // backoff of outages has grown to, so a migration stalls the feed for about its own length.
+        if (Clock::now() - started > std::chrono::seconds(5)) moving_backoff = kMovingFirstBackoff;
+        log::warn("{}; retrying in {} ms", e.what(), moving_backoff.count());
+        sleep_interruptibly(moving_backoff);
+        moving_backoff = std::min(moving_backoff * 2, kMovingMaxBackoff);
+        continue;
+      }
+      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
     } catch (const PgError& e) {
       if (!e.transient()) {
         log::error("{}", e.what());

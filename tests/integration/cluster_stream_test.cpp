@@ -13,7 +13,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -272,6 +274,15 @@ void load_with(Fault fault, int txns, const TlsNodes* tls = nullptr) {
   EXPECT_GE(ref.size(), static_cast<std::size_t>(txns) * 2);
   expect_same_changes(ref, merged(at), w->log());
   if (std::getenv("CLUSTER_VERBOSE")) fprintf(stderr, "%s\n", w->log().c_str());
+  // A slot on the move (ASK, TRYAGAIN, MOVED) is retried within 200 ms, never after the outages' backoff.
+  std::istringstream lines(w->log());
+  for (std::string line; std::getline(lines, line);) {
+    static const std::regex moving(R"(: (ASK|MOVED|TRYAGAIN) .*; retrying in (\d+) ms)");
+    std::smatch m;
+    if (std::regex_search(line, m, moving)) {
+      EXPECT_LE(std::stoi(m[2]), 200) << line;
+    }
+  }
   // Each group's checkpoint, and the slot's, cover the slot's position.
   walstream::Keys k{s.prefix, s.slot, true};
   const auto confirmed = parse_lsn(

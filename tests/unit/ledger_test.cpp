@@ -889,6 +889,17 @@ TEST(LedgerInFlight, RegistryHsetErrorInTheMiddleIsAFatalRegistryWrite) {
 
 // --- which Redis errors are retried -----------------------------------------------------------------------
 
+TEST(RetryableRedisError, MovedAskAndTryagainAreASlotMovingNotAnOutage) {
+  EXPECT_TRUE(is_slot_moving_error("ASK 1234 127.0.0.1:7001"));
+  EXPECT_TRUE(is_slot_moving_error("MOVED 1234 127.0.0.1:7001"));
+  EXPECT_TRUE(is_slot_moving_error("TRYAGAIN Multiple keys request during rehashing of slot"));
+  EXPECT_FALSE(is_slot_moving_error("ASKING"));
+  EXPECT_FALSE(is_slot_moving_error("READONLY You can't write against a read only replica."));
+  EXPECT_FALSE(is_slot_moving_error("CLUSTERDOWN Hash slot not served"));
+  EXPECT_FALSE(is_slot_moving_error("ERR ASK"));
+  EXPECT_FALSE(is_slot_moving_error(""));
+}
+
 TEST(RetryableRedisError, WholeFirstWordDecides) {
   EXPECT_TRUE(is_retryable_redis_error("BUSY Redis is busy running a script."));
   EXPECT_FALSE(is_retryable_redis_error("BUSYGROUP Consumer Group name already exists"));
