@@ -10,10 +10,8 @@
 namespace walstream {
 
 void throw_refusal(const std::string& where, const std::vector<std::string>& argv, std::string_view error) {
-  auto msg = std::string(error);
-  auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-  throw RedisError(kind, fmt::format("Redis at {} refused {}: {}", where, argv.empty() ? "" : argv[0], msg),
-                   is_slot_moving_error(msg));
+  throw RedisError::refused(fmt::format("Redis at {} refused {}: {}", where, argv.empty() ? "" : argv[0], error),
+                            error);
 }
 
 void check_exec(const std::string& where, const std::vector<std::vector<std::string>>& commands,

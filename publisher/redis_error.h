@@ -15,6 +15,9 @@ class RedisError : public std::runtime_error {
   enum class Kind { Transient, Fatal, Conflict, Fenced };
   RedisError(Kind kind, const std::string& what, bool slot_moving = false)
       : std::runtime_error(what), kind_(kind), slot_moving_(slot_moving) {}
+  // Redis answered `reply` (an error reply's text) to `what`: transient if retryable
+  // (is_retryable_redis_error), else fatal; slot_moving if it is MOVED, ASK or TRYAGAIN.
+  static RedisError refused(const std::string& what, std::string_view reply);
   Kind kind() const { return kind_; }
   bool transient() const { return kind_ == Kind::Transient; }
   // A Redis Cluster answered MOVED, ASK or TRYAGAIN: a slot moved or is moving, which takes a moment,

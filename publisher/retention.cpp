@@ -125,9 +125,7 @@ TrimRule rule_of(const std::string& text) {
 }
 
 RedisError refusal(const RedisReply& r, const char* what) {
-  auto msg = std::string(r.str());
-  auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-  return RedisError(kind, fmt::format("Redis refused {}: {}", what, msg));
+  return RedisError::refused(fmt::format("Redis refused {}: {}", what, r.str()), r.str());
 }
 
 }  // namespace

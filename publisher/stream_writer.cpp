@@ -270,8 +270,7 @@ void StreamWriter::handle_reply(Reply reply) {
       expected_.pop_front();
       if (!reply.is(ReplyType::Status)) {
         auto msg = reply.is(ReplyType::Error) ? std::string(reply.text()) : std::string("unexpected reply");
-        throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
-                         fmt::format("Redis refused WATCH {}: {}", fence_key_, msg), is_slot_moving_error(msg));
+        throw RedisError::refused(fmt::format("Redis refused WATCH {}: {}", fence_key_, msg), msg);
       }
       break;
     case Expected::FenceGet:
@@ -316,8 +315,7 @@ void StreamWriter::handle_hwm_reply(Handle h, Reply r) {
       ledger_.set_hwm(h, {});
       return;
     }
-    auto kind = is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal;
-    throw RedisError(kind, fmt::format("Redis refused XINFO STREAM {}: {}", s.key, msg), is_slot_moving_error(msg));
+    throw RedisError::refused(fmt::format("Redis refused XINFO STREAM {}: {}", s.key, msg), msg);
   }
   // Field names and values alternate; some values (first-entry, last-entry) are arrays themselves.
   for (std::size_t i = 0; i + 1 < r.size(); i += 2) {

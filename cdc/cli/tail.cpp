@@ -191,9 +191,7 @@ class Tailer {
     if (r.is_error()) {
       // No stream yet: everything it will ever hold is new.
       if (r.str().find("no such key") != std::string_view::npos) return "0-0";
-      auto msg = std::string(r.str());
-      throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
-                       fmt::format("Redis refused XINFO STREAM {}: {}", key, msg));
+      throw RedisError::refused(fmt::format("Redis refused XINFO STREAM {}: {}", key, r.str()), r.str());
     }
     auto items = r.strings();
     for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
@@ -210,9 +208,7 @@ class Tailer {
       auto r = client_->command(key, {"XGROUP", "CREATE", key, o_.group, start, "MKSTREAM"});
       // BUSYGROUP: the group exists and keeps its own position; the start only applies to a new group.
       if (r.is_error() && !r.str().starts_with("BUSYGROUP")) {
-        auto msg = std::string(r.str());
-        throw RedisError(is_retryable_redis_error(msg) ? RedisError::Kind::Transient : RedisError::Kind::Fatal,
-                         fmt::format("Redis refused XGROUP CREATE {} {}: {}", key, o_.group, msg));
+        throw RedisError::refused(fmt::format("Redis refused XGROUP CREATE {} {}: {}", key, o_.group, r.str()), r.str());
       }
     }
   }

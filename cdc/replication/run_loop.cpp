@@ -604,6 +604,19 @@ int run(const Config& given) {
   metrics::registry().reconnects.at("redis");
   auto backoff = std::chrono::milliseconds(100);
   auto moving_backoff = kMovingFirstBackoff;
+  // The pause before the next attempt, after a session that began at `started`. A cluster's slot on
+  // the move (ASK/TRYAGAIN while a migration runs, MOVED just after) is not an outage: retried within a
+  // fraction of a second, whatever the outages' backoff has grown to, so a migration stalls the feed for
+  // about its own length. A session that ran for a while was healthy: its backoff starts from the bottom.
+  auto next_pause = [&](Clock::time_point started, bool slot_moving) {
+    auto ran = Clock::now() - started;
+    if (ran > std::chrono::seconds(30)) backoff = std::chrono::milliseconds(100);
+    if (ran > std::chrono::seconds(5)) moving_backoff = kMovingFirstBackoff;
+    auto& b = slot_moving ? moving_backoff : backoff;
+    auto pause = b;
+    b = std::min(b * 2, slot_moving ? kMovingMaxBackoff : config.max_backoff);
+    return pause;
+  };
   RunState once{config.resnapshot, config.adopt_slot, false, {}};
   bool failing = false;  // the last session ended with an error that is being retried
   bool standby = false;  // the slot is held by another walsender; said once
@@ -613,6 +626,7 @@ int run(const Config& given) {
   if (config.retention) retention.emplace(config.redis, config.prefix, *config.retention);
   while (!stop_requested()) {
     auto started = Clock::now();
+    std::chrono::milliseconds pause{0};
     try {
       if (standby && slot_held(config, probe)) {
         // Asked on one plain SQL connection, not by a new session that PostgreSQL refuses (and logs).
@@ -653,20 +667,11 @@ int run(const Config& given) {
         log::error("{}", e.what());
         return 1;
       }
+      pause = next_pause(started, e.slot_moving());
+      log::warn("{}; retrying in {} ms", e.what(), pause.count());
       m.reconnects.at("redis").add();
       m.role.store(metrics::Role::Retrying);
       failing = true;
-      if (e.slot_moving()) {
-        // A cluster's slot is moving (ASK/TRYAGAIN while a migration runs, MOVED just after): the
-        // next session reads the slot map again. Retried within a fraction of a second, whatever the
-        // backoff of outages has grown to, so a migration stalls the feed for about its own length.
-        if (Clock::now() - started > std::chrono::seconds(5)) moving_backoff = kMovingFirstBackoff;
-        log::warn("{}; retrying in {} ms", e.what(), moving_backoff.count());
-        sleep_interruptibly(moving_backoff);
-        moving_backoff = std::min(moving_backoff * 2, kMovingMaxBackoff);
-        continue;
-      }
-      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
     } catch (const PgError& e) {
       if (!e.transient()) {
         log::error("{}", e.what());
@@ -685,7 +690,8 @@ int run(const Config& given) {
         sleep_interruptibly(kStandbyPoll);
         continue;
       }
-      log::warn("{}; retrying in {} ms", e.what(), backoff.count());
+      pause = next_pause(started, false);
+      log::warn("{}; retrying in {} ms", e.what(), pause.count());
       m.reconnects.at("postgresql").add();
       m.role.store(metrics::Role::Retrying);
       failing = true;
@@ -693,10 +699,7 @@ int run(const Config& given) {
       log::error("{}", e.what());
       return 1;
     }
-    // A session that ran for a while was healthy: start the next backoff from the bottom.
-    if (Clock::now() - started > std::chrono::seconds(30)) backoff = std::chrono::milliseconds(100);
-    sleep_interruptibly(backoff);
-    backoff = std::min(backoff * 2, config.max_backoff);
+    sleep_interruptibly(pause);
   }
   if (failing) {
     // Stopped during an outage: what was received and not stored is resent at the next start.
