@@ -168,6 +168,16 @@ TEST(RetentionLosses, MaxlenLossIsWarnedOncePerGroupAndCountedAsItGrows) {
   EXPECT_EQ(a.unread_trimmed, 10u);
 }
 
+// The metric counts per group, as the README says: an entry two groups had not read counts twice.
+TEST(RetentionLosses, EachLaggingGroupsLossIsCountedAndWarned) {
+  std::map<std::string, GroupMemory> memory;
+  auto a = assess(result(50, 30, id(21), 30, id(21), {group("a", id(3), 3), group("b", id(10), 10)}), memory, "");
+  EXPECT_EQ(a.unread_trimmed, 17u + 10u);  // 'a' lost 4-1 … 20-1, 'b' 11-1 … 20-1
+  EXPECT_EQ(a.notices.size(), 2u);
+  EXPECT_TRUE(has(a, "--maxlen trimmed 17 entries group 'a'"));
+  EXPECT_TRUE(has(a, "--maxlen trimmed 10 entries group 'b'"));
+}
+
 TEST(RetentionLosses, AGroupPastTheTrimmedEntriesLostNothing) {
   std::map<std::string, GroupMemory> memory;
   // Its last-delivered entry itself is gone (walstream's IDs leave gaps: 20-1 is followed by 21-1 here,
